@@ -1,0 +1,36 @@
+# promptrail — build, generate, test, bench.
+GO ?= go
+CLANG ?= clang-16
+STRIP ?= llvm-strip-16
+ARCH_INCLUDE := /usr/include/$(shell uname -m)-linux-gnu
+BPF2GO_ENV := BPF2GO_CC=$(CLANG) BPF2GO_STRIP=$(STRIP) BPF2GO_CFLAGS="-O2 -g -Wall -Werror -I$(ARCH_INCLUDE)"
+
+.PHONY: all build generate check-generate test lint bench clean
+
+all: build
+
+build:
+	$(GO) build -o bin/promptrail ./cmd/promptrail
+
+# Rebuilds the eBPF objects and their Go bindings (needs clang-16, libbpf-dev).
+generate:
+	$(BPF2GO_ENV) $(GO) generate ./bpf/
+
+# Fails when the committed objects differ from what the sources build to.
+check-generate: generate
+	@git diff --exit-code --stat -- bpf/ || { echo "bpf/: generated files are stale; run make generate and commit" >&2; exit 1; }
+
+lint:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed" >&2; exit 1; }
+	$(GO) vet ./...
+
+# The test command of the README. Tests that need root, cgroup v2 and bpffs
+# skip without them unless PROMPTRAIL_E2E=1, which makes that a failure.
+test:
+	$(GO) test -count=1 -timeout 20m ./...
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchtime 2000x -count 1 ./agent/intercept/
+
+clean:
+	rm -rf bin

@@ -1,0 +1,47 @@
+package intercept
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"unsafe"
+
+	"github.com/cilium/ebpf/ringbuf"
+
+	"github.com/promptrail/promptrail/bpf"
+)
+
+// ReadDNS calls fn with every DNS response packet (from the IP header on)
+// that a socket under the cgroup root received, until ctx is done or the
+// Interceptor is closed. It needs Config.CaptureDNS. fn must not keep the
+// slice.
+func (in *Interceptor) ReadDNS(ctx context.Context, fn func(packet []byte)) error {
+	if in.dns == nil {
+		return errors.New("intercept: DNS capture is not enabled")
+	}
+	stop := context.AfterFunc(ctx, func() { in.dns.Close() })
+	defer stop()
+	var rec ringbuf.Record
+	for {
+		if err := in.dns.ReadInto(&rec); err != nil {
+			if errors.Is(err, ringbuf.ErrClosed) {
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				return nil
+			}
+			return fmt.Errorf("intercept: reading ring buffer of map dns_events: %w", err)
+		}
+		var ev bpf.DnsDnsEvent
+		hdr := int(unsafe.Offsetof(ev.Data))
+		if len(rec.RawSample) < hdr {
+			continue
+		}
+		n := int(binary.NativeEndian.Uint32(rec.RawSample[unsafe.Offsetof(ev.Len):]))
+		if n > len(rec.RawSample)-hdr {
+			n = len(rec.RawSample) - hdr
+		}
+		fn(rec.RawSample[hdr : hdr+n])
+	}
+}

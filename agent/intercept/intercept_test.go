@@ -1,0 +1,381 @@
+package intercept_test
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+
+	"github.com/promptrail/promptrail/agent/intercept"
+	"github.com/promptrail/promptrail/internal/kerneltest"
+)
+
+func TestMain(m *testing.M) {
+	kerneltest.HelperMain()
+	os.Exit(m.Run())
+}
+
+// fixture is an Interceptor attached to a fresh cgroup, with a stand-in
+// proxy that answers each redirected connection with its origin as JSON.
+type fixture struct {
+	in      *intercept.Interceptor
+	cg      string // the attached cgroup
+	client  string // a child of cg where clients run
+	pinPath string
+}
+
+func setup(t *testing.T, mutate func(*intercept.Config)) *fixture {
+	t.Helper()
+	kerneltest.RequirePrivileges(t)
+	f := &fixture{cg: kerneltest.NewCgroup(t, "")}
+	f.client = kerneltest.NewCgroup(t, f.cg)
+	f.pinPath = kerneltest.PinDir(t, intercept.Remove)
+	p4, p6 := originServer(t, f)
+	cfg := intercept.Config{
+		CgroupRoot: f.cg,
+		PinPath:    f.pinPath,
+		FailMode:   intercept.FailOpen,
+		HostProxy4: p4,
+		HostProxy6: p6,
+		Ports:      []uint16{443},
+	}
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	in, err := intercept.Attach(cfg)
+	if err != nil {
+		t.Fatalf("Attach: %v", err)
+	}
+	t.Cleanup(func() { in.Close() })
+	f.in = in
+	if err := in.ApplyTargets(prefixes("127.0.0.2/32", "::1/128"), nil); err != nil {
+		t.Fatalf("ApplyTargets: %v", err)
+	}
+	return f
+}
+
+// originServer listens on loopback (IPv4 and IPv6, one port) and replies
+// to every connection with the origin the Interceptor reports for it.
+func originServer(t *testing.T, f *fixture) (netip.AddrPort, netip.AddrPort) {
+	t.Helper()
+	ln4, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln4.Addr().(*net.TCPAddr).Port
+	ln6, err := net.Listen("tcp", "[::1]:"+strconv.Itoa(port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ln := range []net.Listener{ln4, ln6} {
+		t.Cleanup(func() { ln.Close() })
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				go func() {
+					defer c.Close()
+					// Read the request first: closing with unread data resets.
+					c.SetDeadline(time.Now().Add(5 * time.Second))
+					io.Copy(io.Discard, c)
+					o, err := f.in.Origin(c.RemoteAddr().(*net.TCPAddr).AddrPort())
+					if err != nil {
+						fmt.Fprintf(c, `{"error":%q}`, err.Error())
+						return
+					}
+					json.NewEncoder(c).Encode(o)
+				}()
+			}
+		}()
+	}
+	return ln4.Addr().(*net.TCPAddr).AddrPort(), ln6.Addr().(*net.TCPAddr).AddrPort()
+}
+
+func prefixes(ss ...string) []netip.Prefix {
+	var out []netip.Prefix
+	for _, s := range ss {
+		out = append(out, netip.MustParsePrefix(s))
+	}
+	return out
+}
+
+func decodeOrigin(t *testing.T, r kerneltest.Result) intercept.Origin {
+	t.Helper()
+	if r.Err != "" {
+		t.Fatalf("client failed: %s", r.Err)
+	}
+	var o intercept.Origin
+	if err := json.Unmarshal([]byte(r.Reply), &o); err != nil || !o.Dst.IsValid() {
+		t.Fatalf("reply %q is not an origin: %v", r.Reply, err)
+	}
+	return o
+}
+
+func TestRedirectReportsOrigin(t *testing.T) {
+	f := setup(t, nil)
+	cgid, err := intercept.CgroupID(f.client)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name   string
+		helper string
+		addr   string
+		want   string
+	}{
+		{"ipv4", "tcp", "127.0.0.2:443", "127.0.0.2:443"},
+		{"ipv6", "tcp", "[::1]:443", "[::1]:443"},
+		{"ipv4-mapped", "tcp-mapped", "127.0.0.2:443", "127.0.0.2:443"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := kerneltest.RunHelper(t, f.client, nil, tt.helper, tt.addr, "hello")
+			o := decodeOrigin(t, r)
+			if o.Dst.String() != tt.want {
+				t.Errorf("original destination %s, want %s", o.Dst, tt.want)
+			}
+			if int(o.TGID) != r.PID {
+				t.Errorf("pid %d, want the client's %d", o.TGID, r.PID)
+			}
+			if o.CgroupID != cgid {
+				t.Errorf("cgroup id %d, want %d (%s)", o.CgroupID, cgid, f.client)
+			}
+			if o.UID != uint32(os.Getuid()) || o.Comm == "" {
+				t.Errorf("uid %d comm %q, want uid %d and a command name", o.UID, o.Comm, os.Getuid())
+			}
+			if time.Since(o.ConnectTime).Abs() > time.Minute {
+				t.Errorf("connect time %s is not now", o.ConnectTime)
+			}
+		})
+	}
+}
+
+func echoServer(t *testing.T, addr string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				b, _ := io.ReadAll(c)
+				c.Write(append([]byte("echo:"), b...))
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+func TestNonTargetsPassUntouched(t *testing.T) {
+	f := setup(t, nil)
+	tests := []struct{ name, addr string }{
+		{"other address, target port", "127.0.0.3:443"},
+		{"target address, other port", "127.0.0.2:0"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			addr := echoServer(t, tt.addr)
+			r := kerneltest.RunHelper(t, f.client, nil, "tcp", addr, "hi")
+			if r.Err != "" || r.Reply != "echo:hi" {
+				t.Fatalf("reply %q err %q, want the echo server's reply", r.Reply, r.Err)
+			}
+		})
+	}
+}
+
+func TestMarkedSocketsAreNotRedirected(t *testing.T) {
+	// The agent marks its upstream sockets; the helper can't, so check the
+	// kernel side through the counters of a marked connect from a client
+	// process with the mark: here the test process itself, moved into the
+	// cgroup for the duration of the connect.
+	f := setup(t, nil)
+	addr := echoServer(t, "127.0.0.2:443")
+	c := kerneltest.InCgroup(t, f.client, func() (net.Conn, error) {
+		d := net.Dialer{Control: intercept.MarkControl(intercept.DefaultMark)}
+		return d.Dial("tcp", addr)
+	})
+	c.Write([]byte("x"))
+	c.(*net.TCPConn).CloseWrite()
+	b, _ := io.ReadAll(c)
+	c.Close()
+	if string(b) != "echo:x" {
+		t.Fatalf("marked connection got %q, want the real destination's echo", b)
+	}
+	counts, err := f.in.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if counts["skipped_agent"] != 1 || counts["redirected"] != 0 {
+		t.Errorf("counters %v, want one skipped_agent and no redirect", counts)
+	}
+}
+
+func TestUDPToTargetIsRefused(t *testing.T) {
+	f := setup(t, nil)
+	tests := []struct {
+		helper, addr string
+		refused      bool
+	}{
+		{"udp-connect", "127.0.0.2:443", true},
+		{"udp-sendto", "127.0.0.2:443", true},
+		{"udp-connect", "[::1]:443", true},
+		{"udp-sendto", "[::1]:443", true},
+		{"udp-connect", "127.0.0.2:53", false},
+		{"udp-sendto", "127.0.0.2:53", false},
+		{"udp-sendto", "127.0.0.3:443", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.helper+"/"+tt.addr, func(t *testing.T) {
+			r := kerneltest.RunHelper(t, f.client, nil, tt.helper, tt.addr)
+			if tt.refused && r.Errno != "EPERM" {
+				t.Errorf("got err %q, want EPERM", r.Err)
+			}
+			if !tt.refused && r.Err != "" {
+				t.Errorf("got err %q, want success", r.Err)
+			}
+		})
+	}
+}
+
+func TestOriginTablesShrinkWhenConnectionsClose(t *testing.T) {
+	f := setup(t, nil)
+	const n = 5000
+	r := kerneltest.RunHelper(t, f.client, nil, "connect-loop", "127.0.0.2:443", strconv.Itoa(n))
+	if r.OK != n {
+		t.Fatalf("%d of %d connections succeeded: %s", r.OK, n, r.Err)
+	}
+	counts, err := f.in.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if counts["redirected"] != n || counts["rekeyed"] != n {
+		t.Errorf("counters %v, want %d redirected and rekeyed", counts, n)
+	}
+	var pending, established int
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if pending, established, err = f.in.TableSizes(); err != nil {
+			t.Fatal(err)
+		}
+		if pending == 0 && established == 0 {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("after %d closed connections the tables hold %d pending and %d established origins, want none",
+		n, pending, established)
+}
+
+func TestFailOpenDetachesOnClose(t *testing.T) {
+	f := setup(t, nil)
+	if n := attachedPrograms(t, f.cg); n == 0 {
+		t.Fatal("no program attached while the agent runs")
+	}
+	if err := f.in.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := attachedPrograms(t, f.cg); n != 0 {
+		t.Fatalf("%d programs still attached after Close in fail-open mode", n)
+	}
+	addr := echoServer(t, "127.0.0.2:443")
+	r := kerneltest.RunHelper(t, f.client, nil, "tcp", addr, "direct")
+	if r.Reply != "echo:direct" {
+		t.Fatalf("after the agent stopped got %q (%s), want to reach the destination directly", r.Reply, r.Err)
+	}
+}
+
+func TestFailClosedRefusesUntilAgentReturns(t *testing.T) {
+	var cfg intercept.Config
+	f := setup(t, func(c *intercept.Config) {
+		c.FailMode = intercept.FailClosed
+		c.HeartbeatTimeout = 2 * time.Second
+		cfg = *c
+	})
+	if err := f.in.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := attachedPrograms(t, f.cg); n == 0 {
+		t.Fatal("fail-closed programs went away with the agent")
+	}
+	r := kerneltest.RunHelper(t, f.client, nil, "tcp", "127.0.0.2:443", "x")
+	if r.Errno != "EPERM" {
+		t.Fatalf("with the agent stopped, connect to a target gave %q, want EPERM", r.Err)
+	}
+	other := echoServer(t, "127.0.0.3:443")
+	if r := kerneltest.RunHelper(t, f.client, nil, "tcp", other, "y"); r.Reply != "echo:y" {
+		t.Fatalf("non-target connect with the agent stopped: %q %s", r.Reply, r.Err)
+	}
+
+	// A new agent takes the pinned programs over without a gap.
+	in2, err := intercept.Attach(cfg)
+	if err != nil {
+		t.Fatalf("second Attach: %v", err)
+	}
+	t.Cleanup(func() { in2.Close() })
+	f.in = in2
+	if err := in2.ApplyTargets(prefixes("127.0.0.2/32"), nil); err != nil {
+		t.Fatal(err)
+	}
+	if n := attachedPrograms(t, f.cg); n != 5 {
+		t.Errorf("%d programs attached after takeover, want 5 (no duplicates)", n)
+	}
+	decodeOrigin(t, kerneltest.RunHelper(t, f.client, nil, "tcp", "127.0.0.2:443", "x"))
+
+	// Without heartbeats the programs treat the agent as gone.
+	time.Sleep(cfg.HeartbeatTimeout + time.Second)
+	if r := kerneltest.RunHelper(t, f.client, nil, "tcp", "127.0.0.2:443", "x"); r.Errno != "EPERM" {
+		t.Fatalf("without heartbeats connect gave %q, want EPERM", r.Err)
+	}
+
+	in2.Close()
+	if err := intercept.Remove(f.pinPath); err != nil {
+		t.Fatal(err)
+	}
+	if n := attachedPrograms(t, f.cg); n != 0 {
+		t.Fatalf("%d programs attached after Remove", n)
+	}
+}
+
+// attachedPrograms counts the programs attached to cgroup dir.
+func attachedPrograms(t *testing.T, dir string) int {
+	t.Helper()
+	n := 0
+	for _, at := range []ebpf.AttachType{ebpf.AttachCGroupInet4Connect, ebpf.AttachCGroupInet6Connect,
+		ebpf.AttachCGroupUDP4Sendmsg, ebpf.AttachCGroupUDP6Sendmsg, ebpf.AttachCGroupSockOps, ebpf.AttachCGroupInetIngress} {
+		res, err := link.QueryPrograms(link.QueryOptions{Target: cgroupFD(t, dir), Attach: at})
+		if err != nil && !errors.Is(err, ebpf.ErrNotSupported) {
+			t.Fatalf("querying programs on %s: %v", dir, err)
+		}
+		if res != nil {
+			n += len(res.Programs)
+		}
+	}
+	return n
+}
+
+func cgroupFD(t *testing.T, dir string) int {
+	f, err := os.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return int(f.Fd())
+}

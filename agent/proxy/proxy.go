@@ -1,0 +1,229 @@
+// Package proxy accepts the connections that the eBPF programs redirect to
+// the agent, finds where each one was going and who made it, and forwards
+// its bytes, untouched, to the original destination. The TLS-terminating
+// path builds on this one; connections it does not decrypt take this path.
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/promptrail/promptrail/agent/intercept"
+)
+
+// Origins finds the origin of a redirected connection by its client
+// address; *intercept.Interceptor implements it.
+type Origins interface {
+	Origin(client netip.AddrPort) (intercept.Origin, error)
+}
+
+// Config configures a Server.
+type Config struct {
+	// Listen are the addresses to accept redirected connections on.
+	// Required.
+	Listen []netip.AddrPort
+	// Origins resolves client addresses to origins. Required.
+	Origins Origins
+	// Mark is the SO_MARK put on upstream sockets, so that the programs do
+	// not redirect the proxy's own connections back to it. Zero: none (only
+	// for tests without programs attached).
+	Mark uint32
+	// DialTimeout bounds the connect to the original destination. Zero: 10s.
+	DialTimeout time.Duration
+	// Logger gets one line per connection. Nil: slog.Default().
+	Logger *slog.Logger
+}
+
+// Server is the redirect target of the eBPF programs.
+type Server struct {
+	cfg       Config
+	listeners []net.Listener
+	dialer    net.Dialer
+
+	wg    sync.WaitGroup
+	mu    sync.Mutex
+	conns map[net.Conn]struct{}
+}
+
+// New opens the listeners, so that they exist before the programs start
+// redirecting to them. Serve accepts on them.
+func New(cfg Config) (*Server, error) {
+	if len(cfg.Listen) == 0 {
+		return nil, errors.New("proxy: no listen address")
+	}
+	if cfg.Origins == nil {
+		return nil, errors.New("proxy: no origin lookup")
+	}
+	if cfg.DialTimeout == 0 {
+		cfg.DialTimeout = 10 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	s := &Server{cfg: cfg, conns: map[net.Conn]struct{}{}}
+	s.dialer = net.Dialer{Timeout: cfg.DialTimeout, Control: intercept.MarkControl(cfg.Mark)}
+	for _, a := range cfg.Listen {
+		ln, err := net.Listen("tcp", a.String())
+		if err != nil {
+			s.closeListeners()
+			return nil, fmt.Errorf("proxy: listening on %s: %w", a, err)
+		}
+		s.listeners = append(s.listeners, ln)
+	}
+	return s, nil
+}
+
+// Addrs returns the addresses the server listens on (useful with port 0).
+func (s *Server) Addrs() []netip.AddrPort {
+	out := make([]netip.AddrPort, len(s.listeners))
+	for i, ln := range s.listeners {
+		out[i] = ln.Addr().(*net.TCPAddr).AddrPort()
+	}
+	return out
+}
+
+// Serve accepts connections until ctx is done, then closes the listeners
+// and the connections in flight and returns once every handler is done.
+func (s *Server) Serve(ctx context.Context) error {
+	errc := make(chan error, len(s.listeners))
+	for _, ln := range s.listeners {
+		go func() { errc <- s.accept(ctx, ln) }()
+	}
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+	}
+	s.closeListeners()
+	s.mu.Lock()
+	for c := range s.conns {
+		c.Close()
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+	return err
+}
+
+func (s *Server) accept(ctx context.Context, ln net.Listener) error {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			// EMFILE and the like: back off rather than spin or exit.
+			s.cfg.Logger.Error("accept failed", "listen", ln.Addr().String(), "err", err)
+			time.Sleep(100 * time.Millisecond)
+			continue
+		}
+		s.track(c, true)
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			defer s.track(c, false)
+			s.handle(ctx, c.(*net.TCPConn))
+		}()
+	}
+}
+
+func (s *Server) track(c net.Conn, add bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if add {
+		s.conns[c] = struct{}{}
+	} else {
+		delete(s.conns, c)
+	}
+}
+
+func (s *Server) closeListeners() {
+	for _, ln := range s.listeners {
+		ln.Close()
+	}
+}
+
+// handle splices one redirected connection to its original destination
+// and logs one line about it when it ends.
+func (s *Server) handle(ctx context.Context, c *net.TCPConn) {
+	defer c.Close()
+	start := time.Now()
+	client := c.RemoteAddr().(*net.TCPAddr).AddrPort()
+	o, err := s.cfg.Origins.Origin(client)
+	if err != nil {
+		s.cfg.Logger.Warn("connection refused: no origin", "client", client.String(), "err", err)
+		return
+	}
+	log := s.cfg.Logger.With(originAttrs(client, o)...)
+	up, err := s.dialer.DialContext(ctx, "tcp", o.Dst.String())
+	if err != nil {
+		log.Warn("connection failed: original destination unreachable", "err", err,
+			"duration_ms", msSince(start))
+		return
+	}
+	defer up.Close()
+	sent, received, err := splice(c, up.(*net.TCPConn))
+	attrs := []any{"bytes_sent", sent, "bytes_received", received, "duration_ms", msSince(start)}
+	if err != nil {
+		attrs = append(attrs, "err", err)
+	}
+	log.Info("connection", attrs...)
+}
+
+// OriginAttrs are the log attributes that describe a connection's origin.
+func originAttrs(client netip.AddrPort, o intercept.Origin) []any {
+	return []any{
+		"client", client.String(), "orig_dst", o.Dst.String(), "pid", o.TGID, "tid", o.PID,
+		"uid", o.UID, "gid", o.GID, "comm", o.Comm, "cgroup_id", o.CgroupID, "netns_cookie", o.NetnsCookie,
+	}
+}
+
+// splice copies both ways until both sides are done, passing half-closes
+// on. Between two TCP sockets io.Copy uses splice(2): no copy to user space.
+func splice(client, upstream *net.TCPConn) (sent, received int64, err error) {
+	type result struct {
+		n   int64
+		err error
+	}
+	upc := make(chan result, 1)
+	go func() {
+		n, err := upstream.ReadFrom(client)
+		if err != nil {
+			// A broken side ends the exchange: unblock the other copy.
+			client.Close()
+			upstream.Close()
+		} else {
+			upstream.CloseWrite()
+		}
+		upc <- result{n, err}
+	}()
+	received, derr := client.ReadFrom(upstream)
+	if derr != nil {
+		client.Close()
+		upstream.Close()
+	} else {
+		client.CloseWrite()
+	}
+	r := <-upc
+	return r.n, received, errors.Join(ignoreClosed(r.err), ignoreClosed(derr))
+}
+
+func ignoreClosed(err error) error {
+	if errors.Is(err, net.ErrClosed) {
+		return nil
+	}
+	return err
+}
+
+func msSince(t time.Time) float64 {
+	return float64(time.Since(t).Microseconds()) / 1000
+}
