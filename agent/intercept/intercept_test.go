@@ -2,7 +2,6 @@ package intercept_test
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -11,9 +10,6 @@ import (
 	"strconv"
 	"testing"
 	"time"
-
-	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/link"
 
 	"github.com/promptrail/promptrail/agent/intercept"
 	"github.com/promptrail/promptrail/internal/kerneltest"
@@ -354,28 +350,4 @@ func TestFailClosedRefusesUntilAgentReturns(t *testing.T) {
 	}
 }
 
-// attachedPrograms counts the programs attached to cgroup dir.
-func attachedPrograms(t *testing.T, dir string) int {
-	t.Helper()
-	n := 0
-	for _, at := range []ebpf.AttachType{ebpf.AttachCGroupInet4Connect, ebpf.AttachCGroupInet6Connect,
-		ebpf.AttachCGroupUDP4Sendmsg, ebpf.AttachCGroupUDP6Sendmsg, ebpf.AttachCGroupSockOps, ebpf.AttachCGroupInetIngress} {
-		res, err := link.QueryPrograms(link.QueryOptions{Target: cgroupFD(t, dir), Attach: at})
-		if err != nil && !errors.Is(err, ebpf.ErrNotSupported) {
-			t.Fatalf("querying programs on %s: %v", dir, err)
-		}
-		if res != nil {
-			n += len(res.Programs)
-		}
-	}
-	return n
-}
-
-func cgroupFD(t *testing.T, dir string) int {
-	f, err := os.Open(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { f.Close() })
-	return int(f.Fd())
-}
+func attachedPrograms(t *testing.T, dir string) int { return kerneltest.AttachedPrograms(t, dir) }

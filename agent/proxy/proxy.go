@@ -25,9 +25,9 @@ type Origins interface {
 
 // Config configures a Server.
 type Config struct {
-	// Listen are the addresses to accept redirected connections on.
-	// Required.
-	Listen []netip.AddrPort
+	// Listeners accept the redirected connections (see Listen). Required;
+	// Serve closes them.
+	Listeners []net.Listener
 	// Origins resolves client addresses to origins. Required.
 	Origins Origins
 	// Mark is the SO_MARK put on upstream sockets, so that the programs do
@@ -51,11 +51,27 @@ type Server struct {
 	conns map[net.Conn]struct{}
 }
 
-// New opens the listeners, so that they exist before the programs start
-// redirecting to them. Serve accepts on them.
+// Listen opens a listener on each address. Open them before the programs
+// are attached, so that no redirected connect finds the port closed.
+func Listen(addrs []netip.AddrPort) ([]net.Listener, error) {
+	var lns []net.Listener
+	for _, a := range addrs {
+		ln, err := net.Listen("tcp", a.String())
+		if err != nil {
+			for _, l := range lns {
+				l.Close()
+			}
+			return nil, fmt.Errorf("proxy: listening on %s: %w", a, err)
+		}
+		lns = append(lns, ln)
+	}
+	return lns, nil
+}
+
+// New returns a Server for cfg; Serve runs it.
 func New(cfg Config) (*Server, error) {
-	if len(cfg.Listen) == 0 {
-		return nil, errors.New("proxy: no listen address")
+	if len(cfg.Listeners) == 0 {
+		return nil, errors.New("proxy: no listener")
 	}
 	if cfg.Origins == nil {
 		return nil, errors.New("proxy: no origin lookup")
@@ -66,16 +82,8 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	s := &Server{cfg: cfg, conns: map[net.Conn]struct{}{}}
+	s := &Server{cfg: cfg, listeners: cfg.Listeners, conns: map[net.Conn]struct{}{}}
 	s.dialer = net.Dialer{Timeout: cfg.DialTimeout, Control: intercept.MarkControl(cfg.Mark)}
-	for _, a := range cfg.Listen {
-		ln, err := net.Listen("tcp", a.String())
-		if err != nil {
-			s.closeListeners()
-			return nil, fmt.Errorf("proxy: listening on %s: %w", a, err)
-		}
-		s.listeners = append(s.listeners, ln)
-	}
 	return s, nil
 }
 

@@ -1,0 +1,291 @@
+// Package agent runs promptrail's node agent: it attaches the interception
+// programs (agent/intercept), keeps their target set current
+// (agent/targets) and serves the redirected connections (agent/proxy).
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/promptrail/promptrail/agent/intercept"
+	"github.com/promptrail/promptrail/agent/proxy"
+	"github.com/promptrail/promptrail/agent/targets"
+)
+
+// DefaultTarget is what the agent intercepts when nothing else is said.
+const DefaultTarget = "api.openai.com:443"
+
+// Config configures Run. Zero values take the documented defaults.
+type Config struct {
+	// DataDir holds the agent's state. Required; created if missing.
+	DataDir string
+	// Targets are host[:port] entries (port 443 if absent); a host may be
+	// a name, resolved and watched in DNS answers, or an IP literal. Empty:
+	// DefaultTarget.
+	Targets []string
+	// TargetCIDRs are prefixes whose addresses are targets on the ports of
+	// Targets.
+	TargetCIDRs []string
+	// CgroupRoot is the cgroup v2 directory whose processes are
+	// intercepted. Empty: intercept.DefaultCgroupRoot.
+	CgroupRoot string
+	// ProxyListen are the proxy's addresses. Loopback addresses serve the
+	// host's network namespace; the first non-loopback address of each
+	// family is where pods are redirected. Empty: 127.0.0.1:15001 and
+	// [::1]:15001, which serve the host only.
+	ProxyListen []string
+	// FailMode, PinPath, Mark and HeartbeatTimeout: see intercept.Config.
+	FailMode         intercept.FailMode
+	PinPath          string
+	Mark             uint32
+	HeartbeatTimeout time.Duration
+	// CaptureDNS learns target addresses from DNS answers that workloads
+	// receive.
+	CaptureDNS bool
+	// DNSResolvConf is the resolver configuration used to resolve target
+	// names. Empty: /etc/resolv.conf.
+	DNSResolvConf string
+	// Logger is the agent's logger. Nil: slog.Default().
+	Logger *slog.Logger
+}
+
+// Run runs the agent until ctx is done or a part of it fails.
+func Run(ctx context.Context, cfg Config) error {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	log := cfg.Logger
+	plan, err := planTargets(cfg.Targets, cfg.TargetCIDRs)
+	if err != nil {
+		return err
+	}
+	listen, err := parseListen(cfg.ProxyListen)
+	if err != nil {
+		return err
+	}
+	if cfg.DataDir == "" {
+		return errors.New("agent: no data directory")
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("agent: creating data directory: %w", err)
+	}
+	if cfg.CgroupRoot == "" {
+		if cfg.CgroupRoot, err = intercept.DefaultCgroupRoot(); err != nil {
+			return fmt.Errorf("agent: %w", err)
+		}
+	}
+
+	lns, err := proxy.Listen(listen.all)
+	if err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
+	var origins lateOrigins
+	srv, err := proxy.New(proxy.Config{Listeners: lns, Origins: &origins, Mark: orDefault(cfg.Mark, intercept.DefaultMark), Logger: log})
+	if err != nil {
+		closeAll(lns)
+		return err
+	}
+	in, err := intercept.Attach(intercept.Config{
+		CgroupRoot: cfg.CgroupRoot, PinPath: cfg.PinPath, FailMode: cfg.FailMode,
+		HostProxy4: listen.host4, HostProxy6: listen.host6, NodeProxy4: listen.node4, NodeProxy6: listen.node6,
+		Ports: plan.ports, Mark: cfg.Mark, HeartbeatTimeout: cfg.HeartbeatTimeout, CaptureDNS: cfg.CaptureDNS,
+		Logger: log,
+	})
+	if err != nil {
+		closeAll(lns)
+		return fmt.Errorf("agent: %w", err)
+	}
+	origins.in = in
+	var resolver targets.Resolver
+	if cfg.DNSResolvConf != "" {
+		resolver = targets.NewDNSResolver(cfg.DNSResolvConf)
+	}
+	set, err := targets.New(targets.Config{Hosts: plan.hosts, CIDRs: plan.cidrs, Resolver: resolver, Logger: log}, in)
+	if err != nil {
+		in.Close()
+		closeAll(lns)
+		return fmt.Errorf("agent: %w", err)
+	}
+	log.Info("agent running", "targets", cfg.targetList(), "target_cidrs", cfg.TargetCIDRs, "proxy_listen", listen.all,
+		"cgroup_root", cfg.CgroupRoot, "data_dir", cfg.DataDir)
+	return supervise(ctx, log, in, srv, set, cfg.CaptureDNS)
+}
+
+// supervise runs the parts until ctx is done or one of them fails, then
+// stops interception first, so that new connects are not sent to a proxy
+// that is going away, and the proxy last.
+func supervise(ctx context.Context, log *slog.Logger, in *intercept.Interceptor, srv *proxy.Server, set *targets.Set, dns bool) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errc := make(chan error, 4)
+	parts := 2 // heartbeat and target set; the proxy is stopped last, apart
+	go func() { errc <- wrap("heartbeat", in.Run(ctx)) }()
+	go func() { errc <- wrap("target set", set.Run(ctx)) }()
+	proxyCtx, stopProxy := context.WithCancel(context.Background())
+	defer stopProxy()
+	proxyDone := make(chan error, 1)
+	go func() { proxyDone <- wrap("proxy", srv.Serve(proxyCtx)) }()
+	if dns {
+		parts++
+		go func() {
+			errc <- wrap("dns capture", in.ReadDNS(ctx, func(p []byte) {
+				if err := set.ObserveDNS(p); err != nil {
+					log.Debug("ignored a captured DNS packet", "err", err)
+				}
+			}))
+		}()
+	}
+	var first error
+	select {
+	case <-ctx.Done():
+	case first = <-errc:
+		parts--
+	case first = <-proxyDone:
+		proxyDone = nil
+	}
+	cancel()
+	for range parts {
+		if err := <-errc; first == nil {
+			first = err
+		}
+	}
+	if err := in.Close(); err != nil && first == nil {
+		first = err
+	}
+	stopProxy()
+	if proxyDone != nil {
+		if err := <-proxyDone; first == nil {
+			first = err
+		}
+	}
+	log.Info("agent stopped")
+	return first
+}
+
+func wrap(part string, err error) error {
+	if err == nil || errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return fmt.Errorf("agent: %s: %w", part, err)
+}
+
+func (c Config) targetList() []string {
+	if len(c.Targets) == 0 {
+		return []string{DefaultTarget}
+	}
+	return c.Targets
+}
+
+// targetPlan is the configuration's targets, sorted by kind.
+type targetPlan struct {
+	hosts []string
+	cidrs []netip.Prefix
+	ports []uint16
+}
+
+func planTargets(hostPorts, cidrs []string) (targetPlan, error) {
+	var p targetPlan
+	if len(hostPorts) == 0 {
+		hostPorts = []string{DefaultTarget}
+	}
+	for _, hp := range hostPorts {
+		host, port, err := splitTarget(hp)
+		if err != nil {
+			return p, err
+		}
+		if !slices.Contains(p.ports, port) {
+			p.ports = append(p.ports, port)
+		}
+		if a, err := netip.ParseAddr(host); err == nil {
+			p.cidrs = append(p.cidrs, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
+			continue
+		}
+		p.hosts = append(p.hosts, host)
+	}
+	for _, c := range cidrs {
+		pr, err := netip.ParsePrefix(c)
+		if err != nil {
+			return p, fmt.Errorf("agent: target CIDR %q: %w", c, err)
+		}
+		p.cidrs = append(p.cidrs, pr)
+	}
+	return p, nil
+}
+
+// splitTarget parses host[:port], where host may be a bracketed IPv6
+// literal; the port defaults to 443.
+func splitTarget(s string) (string, uint16, error) {
+	host, portStr, err := net.SplitHostPort(s)
+	if err != nil {
+		// No port: a bare name, IPv4 or IPv6 literal.
+		host, portStr = strings.Trim(s, "[]"), "443"
+	}
+	port, err := strconv.ParseUint(portStr, 10, 16)
+	if err != nil || port == 0 || host == "" {
+		return "", 0, fmt.Errorf("agent: target %q: want host[:port] with a port from 1 to 65535", s)
+	}
+	return strings.ToLower(host), uint16(port), nil
+}
+
+// listenPlan sorts the proxy's addresses into the roles of intercept.Config.
+type listenPlan struct {
+	all                        []netip.AddrPort
+	host4, host6, node4, node6 netip.AddrPort
+}
+
+func parseListen(addrs []string) (listenPlan, error) {
+	var p listenPlan
+	if len(addrs) == 0 {
+		addrs = []string{"127.0.0.1:15001", "[::1]:15001"}
+	}
+	for _, s := range addrs {
+		ap, err := netip.ParseAddrPort(s)
+		if err != nil {
+			return p, fmt.Errorf("agent: proxy listen address %q: want ip:port: %w", s, err)
+		}
+		a := ap.Addr().Unmap()
+		ap = netip.AddrPortFrom(a, ap.Port())
+		if a.IsUnspecified() || ap.Port() == 0 {
+			return p, fmt.Errorf("agent: proxy listen address %q: the programs redirect to it, so it needs a concrete address and port", s)
+		}
+		p.all = append(p.all, ap)
+		slot := map[[2]bool]*netip.AddrPort{
+			{true, true}: &p.host4, {true, false}: &p.node4, {false, true}: &p.host6, {false, false}: &p.node6,
+		}[[2]bool{a.Is4(), a.IsLoopback()}]
+		if !slot.IsValid() {
+			*slot = ap
+		}
+	}
+	return p, nil
+}
+
+// lateOrigins lets the proxy exist before the Interceptor that answers its
+// lookups: listeners must be open before programs redirect to them, and
+// Serve starts only once in is set.
+type lateOrigins struct{ in *intercept.Interceptor }
+
+func (l *lateOrigins) Origin(client netip.AddrPort) (intercept.Origin, error) {
+	return l.in.Origin(client)
+}
+
+func closeAll(lns []net.Listener) {
+	for _, ln := range lns {
+		ln.Close()
+	}
+}
+
+func orDefault(v, def uint32) uint32 {
+	if v == 0 {
+		return def
+	}
+	return v
+}

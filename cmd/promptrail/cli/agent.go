@@ -1,0 +1,89 @@
+package cli
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"strconv"
+
+	"github.com/promptrail/promptrail/agent"
+	"github.com/promptrail/promptrail/agent/intercept"
+	"github.com/promptrail/promptrail/internal/settings"
+)
+
+const agentSummary = `Runs the node agent: attaches eBPF cgroup programs that steer connections
+bound for the targets into the agent's proxy, and forwards them.
+
+Fail modes: fail-closed (the agent's default) leaves the programs pinned when
+the agent stops or dies, and connects to targets are refused until an agent
+runs again, so nothing reaches an LLM API unaudited; fail-open removes them
+with the agent, and traffic then goes direct. ` + "`promptrail cleanup`" + ` removes
+pinned programs.`
+
+// agentFlags are the flags of `agent` and `run`.
+type agentFlags struct {
+	config, dataDir, cgroupRoot, failMode, pinPath, mark *string
+	targets, cidrs, listen                               *settings.List
+	captureDNS                                           *bool
+	heartbeat                                            *durationFlag
+	log                                                  logFlags
+}
+
+func addAgentFlags(fs *flag.FlagSet, dataDir string, failMode intercept.FailMode) agentFlags {
+	f := agentFlags{
+		config:     fs.String("config", "", "YAML `file` of settings, keyed by flag name"),
+		dataDir:    fs.String("data-dir", dataDir, "`directory` for the agent's state"),
+		cgroupRoot: fs.String("cgroup-root", "", "cgroup v2 `directory` whose processes are intercepted (default: the cgroup v2 mount, /sys/fs/cgroup or /sys/fs/cgroup/unified)"),
+		failMode:   fs.String("fail-mode", string(failMode), "what happens while no agent runs: fail-closed or fail-open"),
+		pinPath:    fs.String("pin-path", intercept.DefaultPinPath, "bpffs `directory` where fail-closed programs are pinned"),
+		mark:       fs.String("socket-mark", fmt.Sprintf("%#x", intercept.DefaultMark), "SO_MARK of the agent's own sockets, which are never redirected; pick bits your CNI leaves alone"),
+		targets:    settings.NewList(agent.DefaultTarget),
+		cidrs:      settings.NewList(),
+		listen:     settings.NewList("127.0.0.1:15001", "[::1]:15001"),
+		captureDNS: fs.Bool("capture-dns", true, "learn target addresses from DNS answers that workloads receive"),
+		heartbeat:  &durationFlag{},
+		log:        addLogFlags(fs),
+	}
+	fs.Var(f.targets, "target", "`host[:port]` to intercept, repeatable or comma-separated; a name or an IP (port 443 if absent)")
+	fs.Var(f.cidrs, "target-cidr", "`prefix` whose addresses are targets on the target ports, repeatable")
+	fs.Var(f.listen, "proxy-listen", "`ip:port` the proxy listens on, repeatable: loopback serves the host's network namespace,\nthe first non-loopback address of a family serves pods (the node IP in a DaemonSet)")
+	fs.Var(f.heartbeat, "heartbeat-timeout", "fail-closed: refuse connects to targets when the agent is silent this `long` (default 5s)")
+	return f
+}
+
+func (f agentFlags) agentConfig() (agent.Config, error) {
+	logger, err := f.log.logger()
+	if err != nil {
+		return agent.Config{}, err
+	}
+	mark, err := strconv.ParseUint(*f.mark, 0, 32)
+	if err != nil || mark == 0 {
+		return agent.Config{}, fmt.Errorf("--socket-mark %q: want a non-zero 32-bit number", *f.mark)
+	}
+	return agent.Config{
+		DataDir:          *f.dataDir,
+		Targets:          f.targets.Values(),
+		TargetCIDRs:      f.cidrs.Values(),
+		CgroupRoot:       *f.cgroupRoot,
+		ProxyListen:      f.listen.Values(),
+		FailMode:         intercept.FailMode(*f.failMode),
+		PinPath:          *f.pinPath,
+		Mark:             uint32(mark),
+		HeartbeatTimeout: f.heartbeat.d,
+		CaptureDNS:       *f.captureDNS,
+		Logger:           logger,
+	}, nil
+}
+
+func runAgent(ctx context.Context, args []string) error {
+	fs := newFlagSet("agent", agentSummary)
+	f := addAgentFlags(fs, "/var/lib/promptrail", intercept.FailClosed)
+	if err := settings.Parse(fs, args, "config"); err != nil {
+		return err
+	}
+	cfg, err := f.agentConfig()
+	if err != nil {
+		return err
+	}
+	return agent.Run(ctx, cfg)
+}
