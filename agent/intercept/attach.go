@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 
 	"github.com/cilium/ebpf"
@@ -77,6 +78,9 @@ func (in *Interceptor) loadPrograms() (map[string]*ebpf.Program, error) {
 func (in *Interceptor) attachAll(progs map[string]*ebpf.Program) error {
 	failClosed := in.cfg.FailMode == FailClosed
 	if failClosed {
+		if err := ensureBPFFS(in.cfg.PinPath); err != nil {
+			return err
+		}
 		if err := os.MkdirAll(in.cfg.PinPath, 0o700); err != nil {
 			return fmt.Errorf("intercept: creating pin directory (is bpffs mounted?): %w", err)
 		}
@@ -195,6 +199,21 @@ func cgroupInode(path string) (uint64, error) {
 		return 0, err
 	}
 	return fi.Sys().(*syscall.Stat_t).Ino, nil
+}
+
+// ensureBPFFS mounts bpffs at /sys/fs/bpf when the pin path lies there and
+// nothing is mounted yet, as minimal hosts leave it; pins elsewhere are the
+// operator's to mount.
+func ensureBPFFS(pinPath string) error {
+	const mnt = "/sys/fs/bpf"
+	var st unix.Statfs_t
+	if !strings.HasPrefix(filepath.Clean(pinPath)+"/", mnt+"/") || (unix.Statfs(mnt, &st) == nil && st.Type == unix.BPF_FS_MAGIC) {
+		return nil
+	}
+	if err := unix.Mount("bpf", mnt, "bpf", 0, "mode=0700"); err != nil {
+		return fmt.Errorf("intercept: fail-closed mode pins its programs, but bpffs is not mounted at %s and mounting it failed: %w", mnt, err)
+	}
+	return nil
 }
 
 func isCgroup2(path string) bool {
