@@ -12,16 +12,16 @@ func TestFailOpenLeavesNothingAttached(t *testing.T) {
 	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGKILL} {
 		t.Run(sig.String(), func(t *testing.T) {
 			n := newNode(t)
-			echo := newEchoServer(t, "127.0.0.2:443")
+			echo := newEchoServer(t, "127.0.1.2:443")
 			a := startAgent(t, n.agent, n.agentArgs("--fail-mode", "fail-open", "--capture-dns",
-				"--target", "127.0.0.2:443", "--proxy-listen", "127.0.0.1:15104")...)
+				"--target", "127.0.1.2:443", "--proxy-listen", "127.0.0.1:15104")...)
 			if attached(t, n.root) == 0 {
 				t.Fatal("no program attached while the agent runs")
 			}
 			a.stop(sig)
 			// Links die with the last file descriptor, i.e. with the process.
 			waitFor(t, "programs to detach", func() bool { return attached(t, n.root) == 0 })
-			r := kerneltest.RunHelper(t, n.client, nil, "tcp", "127.0.0.2:443", "ping")
+			r := kerneltest.RunHelper(t, n.client, nil, "tcp", "127.0.1.2:443", "ping")
 			if peers := echo.seen(); r.Reply != "echo:ping" || len(peers) != 1 || peers[0] != r.Local {
 				t.Fatalf("after the agent stopped: reply %q (%s), destination saw %v; want a direct connection", r.Reply, r.Err, peers)
 			}
@@ -31,16 +31,16 @@ func TestFailOpenLeavesNothingAttached(t *testing.T) {
 
 func TestFailClosedRefusesTargetsWhileNoAgentRuns(t *testing.T) {
 	n := newNode(t)
-	echo := newEchoServer(t, "127.0.0.2:443")
-	other := newEchoServer(t, "127.0.0.3:443")
+	echo := newEchoServer(t, "127.0.1.2:443")
+	other := newEchoServer(t, "127.0.1.3:443")
 	args := n.agentArgs("--fail-mode", "fail-closed", "--heartbeat-timeout", "1s", "--capture-dns=false",
-		"--target", "127.0.0.2:443", "--proxy-listen", "127.0.0.1:15105")
+		"--target", "127.0.1.2:443", "--proxy-listen", "127.0.0.1:15105")
 	a := startAgent(t, n.agent, args...)
-	checkProxied(t, a, echo, kerneltest.RunHelper(t, n.client, nil, "tcp", "127.0.0.2:443", "ping"), n.client, "127.0.0.2:443")
+	checkProxied(t, a, echo, kerneltest.RunHelper(t, n.client, nil, "tcp", "127.0.1.2:443", "ping"), n.client, "127.0.1.2:443")
 
 	refused := func(when string) {
 		t.Helper()
-		r := kerneltest.RunHelper(t, n.client, nil, "tcp", "127.0.0.2:443", "ping")
+		r := kerneltest.RunHelper(t, n.client, nil, "tcp", "127.0.1.2:443", "ping")
 		if r.Errno != "EPERM" {
 			t.Fatalf("%s: connect to a target gave %q (errno %q), want EPERM", when, r.Err, r.Errno)
 		}
@@ -59,7 +59,7 @@ func TestFailClosedRefusesTargetsWhileNoAgentRuns(t *testing.T) {
 	if got := attached(t, n.root); got != 5 {
 		t.Errorf("%d programs attached after restart, want 5: a takeover must not stack programs", got)
 	}
-	r := kerneltest.RunHelper(t, n.client, nil, "tcp", "127.0.0.2:443", "ping")
+	r := kerneltest.RunHelper(t, n.client, nil, "tcp", "127.0.1.2:443", "ping")
 	if r.Reply != "echo:ping" {
 		t.Fatalf("after restart: %q (%s)", r.Reply, r.Err)
 	}
@@ -72,7 +72,7 @@ func TestFailClosedRefusesTargetsWhileNoAgentRuns(t *testing.T) {
 	if got := attached(t, n.root); got != 0 {
 		t.Fatalf("%d programs attached after cleanup", got)
 	}
-	if r := kerneltest.RunHelper(t, n.client, nil, "tcp", "127.0.0.2:443", "ping"); r.Reply != "echo:ping" {
+	if r := kerneltest.RunHelper(t, n.client, nil, "tcp", "127.0.1.2:443", "ping"); r.Reply != "echo:ping" {
 		t.Fatalf("after cleanup: %q (%s), want a direct connection", r.Reply, r.Err)
 	}
 }

@@ -42,14 +42,14 @@ func checkProxied(t *testing.T, a *agentProc, echo *echoServer, r kerneltest.Res
 
 func TestHostProcessIsInterceptedWithItsOrigin(t *testing.T) {
 	n := newNode(t)
-	echo4 := newEchoServer(t, "127.0.0.2:443")
+	echo4 := newEchoServer(t, "127.0.1.2:443")
 	a := startAgent(t, n.agent, n.agentArgs("--fail-mode", "fail-open", "--capture-dns=false",
-		"--target", "127.0.0.2:443", "--target", "[::1]:443", "--proxy-listen", "127.0.0.1:15101,[::1]:15101")...)
+		"--target", "127.0.1.2:443", "--target", "[::1]:443", "--proxy-listen", "127.0.0.1:15101,[::1]:15101")...)
 
 	// The agent runs inside the intercepted subtree: were its own upstream
 	// connection redirected, it would loop and the exchange would fail.
-	r := kerneltest.RunHelper(t, n.client, nil, "tcp", "127.0.0.2:443", "ping")
-	checkProxied(t, a, echo4, r, n.client, "127.0.0.2:443")
+	r := kerneltest.RunHelper(t, n.client, nil, "tcp", "127.0.1.2:443", "ping")
+	checkProxied(t, a, echo4, r, n.client, "127.0.1.2:443")
 
 	t.Run("ipv6", func(t *testing.T) {
 		echo6 := newEchoServer(t, "[::1]:443")
@@ -58,19 +58,19 @@ func TestHostProcessIsInterceptedWithItsOrigin(t *testing.T) {
 	})
 	t.Run("ipv4-mapped", func(t *testing.T) {
 		before := len(echo4.seen())
-		r := kerneltest.RunHelper(t, n.client, nil, "tcp-mapped", "127.0.0.2:443", "ping")
+		r := kerneltest.RunHelper(t, n.client, nil, "tcp-mapped", "127.0.1.2:443", "ping")
 		if r.Reply != "echo:ping" {
 			t.Fatalf("client got %q (%s)", r.Reply, r.Err)
 		}
 		a.waitLog(t, "connection", func(l map[string]any) bool {
-			return strings.HasSuffix(r.Local, fmt.Sprint(":", portOf(l["client"]))) && l["orig_dst"] == "127.0.0.2:443"
+			return strings.HasSuffix(r.Local, fmt.Sprint(":", portOf(l["client"]))) && l["orig_dst"] == "127.0.1.2:443"
 		})
 		if got := len(echo4.seen()); got != before+1 {
 			t.Errorf("destination saw %d new connections, want 1", got-before)
 		}
 	})
 	t.Run("non-target", func(t *testing.T) {
-		other := newEchoServer(t, "127.0.0.3:443")
+		other := newEchoServer(t, "127.0.1.3:443")
 		before := a.count("connection")
 		r := kerneltest.RunHelper(t, n.client, nil, "tcp", other.addr, "ping")
 		if r.Reply != "echo:ping" {
@@ -85,10 +85,10 @@ func TestHostProcessIsInterceptedWithItsOrigin(t *testing.T) {
 		}
 	})
 	t.Run("udp", func(t *testing.T) {
-		if r := kerneltest.RunHelper(t, n.client, nil, "udp-sendto", "127.0.0.2:443"); r.Errno != "EPERM" {
+		if r := kerneltest.RunHelper(t, n.client, nil, "udp-sendto", "127.0.1.2:443"); r.Errno != "EPERM" {
 			t.Errorf("UDP to target:443 gave %q, want EPERM", r.Err)
 		}
-		if r := kerneltest.RunHelper(t, n.client, nil, "udp-sendto", "127.0.0.2:4443"); r.Err != "" {
+		if r := kerneltest.RunHelper(t, n.client, nil, "udp-sendto", "127.0.1.2:4443"); r.Err != "" {
 			t.Errorf("UDP elsewhere gave %q, want success", r.Err)
 		}
 	})
@@ -122,14 +122,14 @@ func TestPodInItsOwnNetworkNamespaceIsIntercepted(t *testing.T) {
 func TestDNSAnswerSeenOnTheNodeAddsATarget(t *testing.T) {
 	n := newNode(t)
 	const name = "api.promptrail-test.example"
-	cdn := netip.MustParseAddr("127.0.0.4")
-	resolver := startDNS(t, "127.0.0.153:53", name, cdn)
-	echo := newEchoServer(t, "127.0.0.4:443")
+	cdn := netip.MustParseAddr("127.0.1.4")
+	resolver := startDNS(t, "127.0.1.53:53", name, cdn)
+	echo := newEchoServer(t, "127.0.1.4:443")
 	a := startAgent(t, n.agent, n.agentArgs("--fail-mode", "fail-open", "--capture-dns",
 		"--target", name+":443", "--proxy-listen", "127.0.0.1:15103")...)
 
 	// Before any DNS answer the address is nobody's target.
-	r := kerneltest.RunHelper(t, n.client, nil, "tcp", "127.0.0.4:443", "ping")
+	r := kerneltest.RunHelper(t, n.client, nil, "tcp", "127.0.1.4:443", "ping")
 	if peers := echo.seen(); len(peers) != 1 || peers[0] != r.Local {
 		t.Fatalf("before the DNS answer the connection went %v, want direct from %s", peers, r.Local)
 	}
@@ -138,13 +138,13 @@ func TestDNSAnswerSeenOnTheNodeAddsATarget(t *testing.T) {
 	if !slices.Contains(res.Addrs, cdn.String()) {
 		t.Fatalf("resolver answered %v (%s), want %s", res.Addrs, res.Err, cdn)
 	}
-	a.waitLog(t, "target added", func(l map[string]any) bool { return l["prefix"] == "127.0.0.4/32" })
-	r = kerneltest.RunHelper(t, n.client, nil, "tcp", "127.0.0.4:443", "ping")
+	a.waitLog(t, "target added", func(l map[string]any) bool { return l["prefix"] == "127.0.1.4/32" })
+	r = kerneltest.RunHelper(t, n.client, nil, "tcp", "127.0.1.4:443", "ping")
 	if r.Reply != "echo:ping" {
 		t.Fatalf("client got %q (%s)", r.Reply, r.Err)
 	}
 	a.waitLog(t, "connection", func(l map[string]any) bool {
-		return l["client"] == r.Local && l["orig_dst"] == "127.0.0.4:443"
+		return l["client"] == r.Local && l["orig_dst"] == "127.0.1.4:443"
 	})
 }
 
