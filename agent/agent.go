@@ -64,6 +64,11 @@ func Run(ctx context.Context, cfg Config) error {
 		cfg.Logger = slog.Default()
 	}
 	log := cfg.Logger
+	switch cfg.FailMode {
+	case "", intercept.FailOpen, intercept.FailClosed:
+	default:
+		return fmt.Errorf("agent: unknown fail mode %q (want %s or %s)", cfg.FailMode, intercept.FailOpen, intercept.FailClosed)
+	}
 	plan, err := planTargets(cfg.Targets, cfg.TargetCIDRs)
 	if err != nil {
 		return err

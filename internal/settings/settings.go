@@ -129,7 +129,10 @@ func Usage(fs *flag.FlagSet, w io.Writer, summary string) func() {
 		fmt.Fprintf(w, "%s\n\nFlags (each also from its environment variable, or from --config):\n", strings.TrimSpace(summary))
 		fs.VisitAll(func(f *flag.Flag) {
 			name, usage := flag.UnquoteUsage(f)
-			fmt.Fprintf(w, "  --%s %s\n    \t%s", f.Name, name, strings.ReplaceAll(usage, "\n", "\n    \t"))
+			if name != "" {
+				name = " " + name
+			}
+			fmt.Fprintf(w, "  --%s%s\n    \t%s", f.Name, name, strings.ReplaceAll(usage, "\n", "\n    \t"))
 			if f.DefValue != "" && f.DefValue != "false" && f.DefValue != "0" {
 				fmt.Fprintf(w, " (default %s)", f.DefValue)
 			}

@@ -76,8 +76,14 @@ func (f agentFlags) agentConfig() (agent.Config, error) {
 }
 
 func runAgent(ctx context.Context, args []string) error {
-	fs := newFlagSet("agent", agentSummary)
-	f := addAgentFlags(fs, "/var/lib/promptrail", intercept.FailClosed)
+	return runAgentCommand(ctx, "agent", agentSummary, intercept.FailClosed, args)
+}
+
+// runAgentCommand runs the agent with the flags of `agent` and `run`, which
+// differ only in their help and their default fail mode.
+func runAgentCommand(ctx context.Context, name, summary string, failMode intercept.FailMode, args []string) error {
+	fs := newFlagSet(name, summary)
+	f := addAgentFlags(fs, "/var/lib/promptrail", failMode)
 	if err := settings.Parse(fs, args, "config"); err != nil {
 		return err
 	}

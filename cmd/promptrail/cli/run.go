@@ -3,9 +3,7 @@ package cli
 import (
 	"context"
 
-	"github.com/promptrail/promptrail/agent"
 	"github.com/promptrail/promptrail/agent/intercept"
-	"github.com/promptrail/promptrail/internal/settings"
 )
 
 const runSummary = `Runs promptrail on this host: intercepts connections to the targets from
@@ -17,14 +15,5 @@ normal. Pass --fail-mode fail-closed to refuse connects to targets while it
 is not running.`
 
 func runHost(ctx context.Context, args []string) error {
-	fs := newFlagSet("run", runSummary)
-	f := addAgentFlags(fs, "/var/lib/promptrail", intercept.FailOpen)
-	if err := settings.Parse(fs, args, "config"); err != nil {
-		return err
-	}
-	cfg, err := f.agentConfig()
-	if err != nil {
-		return err
-	}
-	return agent.Run(ctx, cfg)
+	return runAgentCommand(ctx, "run", runSummary, intercept.FailOpen, args)
 }
