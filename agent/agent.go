@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -18,7 +19,9 @@ import (
 
 	"github.com/promptrail/promptrail/agent/intercept"
 	"github.com/promptrail/promptrail/agent/proxy"
+	"github.com/promptrail/promptrail/agent/recorder"
 	"github.com/promptrail/promptrail/agent/targets"
+	"github.com/promptrail/promptrail/agent/tlsca"
 )
 
 // DefaultTarget is what the agent intercepts when nothing else is said.
@@ -54,6 +57,21 @@ type Config struct {
 	// DNSResolvConf is the resolver configuration used to resolve target
 	// names. Empty: /etc/resolv.conf.
 	DNSResolvConf string
+	// CACert and CAKey are the CA that signs the certificates clients see.
+	// Empty: a node CA created in DataDir on first start.
+	CACert, CAKey string
+	// UpstreamCA is a PEM file of CAs trusted upstream besides the system's.
+	UpstreamCA string
+	// ExplicitProxyListen is an ip:port for HTTPS_PROXY clients. Empty: off.
+	ExplicitProxyListen string
+	// MaxBody bounds the bytes of each body kept in a record. Zero: 1 MiB.
+	MaxBody int
+	// MaxRequestBody is the largest request forwarded. Zero: 32 MiB.
+	MaxRequestBody int64
+	// UpstreamIdleTimeout cancels a response that stalls this long. Zero: 5m.
+	UpstreamIdleTimeout time.Duration
+	// Node names this node in records. Empty: the host name.
+	Node string
 	// Logger is the agent's logger. Nil: slog.Default().
 	Logger *slog.Logger
 }
@@ -89,12 +107,25 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 	}
 
+	decrypt, closeSink, err := decryption(cfg, log)
+	if err != nil {
+		return err
+	}
+	defer closeSink()
+	var explicit net.Listener
+	if cfg.ExplicitProxyListen != "" {
+		if explicit, err = net.Listen("tcp", cfg.ExplicitProxyListen); err != nil {
+			return fmt.Errorf("agent: explicit proxy: %w", err)
+		}
+		defer explicit.Close()
+	}
 	lns, err := proxy.Listen(listen.all)
 	if err != nil {
 		return fmt.Errorf("agent: %w", err)
 	}
 	var origins lateOrigins
-	srv, err := proxy.New(proxy.Config{Listeners: lns, Origins: &origins, Mark: orDefault(cfg.Mark, intercept.DefaultMark), Logger: log})
+	srv, err := proxy.New(proxy.Config{Listeners: lns, Origins: &origins, Mark: orDefault(cfg.Mark, intercept.DefaultMark), Logger: log,
+		Decrypt: decrypt, DecryptName: plan.isHost})
 	if err != nil {
 		closeAll(lns)
 		return err
@@ -122,48 +153,102 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	log.Info("agent running", "targets", cfg.targetList(), "target_cidrs", cfg.TargetCIDRs, "proxy_listen", listen.all,
 		"cgroup_root", cfg.CgroupRoot, "data_dir", cfg.DataDir)
-	return supervise(ctx, log, in, srv, set, cfg.CaptureDNS)
+	return supervise(ctx, log, parts{in: in, srv: srv, set: set, dns: cfg.CaptureDNS, explicit: explicit})
+}
+
+// decryption builds the TLS-terminating path: CA, record sink, upstream.
+func decryption(cfg Config, log *slog.Logger) (*proxy.DecryptConfig, func(), error) {
+	var (
+		ca  *tlsca.CA
+		err error
+	)
+	if cfg.CACert != "" || cfg.CAKey != "" {
+		ca, err = tlsca.Load(cfg.CACert, cfg.CAKey)
+	} else {
+		ca, err = tlsca.LoadOrCreate(cfg.DataDir)
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("agent: %w", err)
+	}
+	up, err := proxy.NewUpstreamTransport(proxy.UpstreamConfig{ExtraCAs: cfg.UpstreamCA, Mark: orDefault(cfg.Mark, intercept.DefaultMark)})
+	if err != nil {
+		return nil, nil, fmt.Errorf("agent: %w", err)
+	}
+	path := filepath.Join(cfg.DataDir, RecordsFile)
+	sink, err := recorder.OpenJSONL(path)
+	if err != nil {
+		return nil, nil, fmt.Errorf("agent: %w", err)
+	}
+	node := cfg.Node
+	if node == "" {
+		node, _ = os.Hostname()
+	}
+	rec, err := recorder.New(recorder.Config{Sink: sink, MaxBody: cfg.MaxBody, AgentID: node, Node: node, Logger: log})
+	if err != nil {
+		sink.Close()
+		return nil, nil, err
+	}
+	log.Info("recording exchanges", "records", path, "ca_subject", ca.Certificate().Subject.String())
+	return &proxy.DecryptConfig{CA: ca, Recorder: rec, Upstream: up, MaxRequestBody: cfg.MaxRequestBody,
+		UpstreamIdleTimeout: cfg.UpstreamIdleTimeout}, func() { sink.Close() }, nil
+}
+
+// RecordsFile is where, in the data directory, records are appended as
+// JSON lines until the audit pipeline ships them.
+const RecordsFile = "records.jsonl"
+
+// parts are what supervise runs.
+type parts struct {
+	in       *intercept.Interceptor
+	srv      *proxy.Server
+	set      *targets.Set
+	dns      bool
+	explicit net.Listener
 }
 
 // supervise runs the parts until ctx is done or one of them fails, then
 // stops interception first, so that new connects are not sent to a proxy
 // that is going away, and the proxy last.
-func supervise(ctx context.Context, log *slog.Logger, in *intercept.Interceptor, srv *proxy.Server, set *targets.Set, dns bool) error {
+func supervise(ctx context.Context, log *slog.Logger, p parts) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	errc := make(chan error, 4)
-	parts := 2 // heartbeat and target set; the proxy is stopped last, apart
-	go func() { errc <- wrap("heartbeat", in.Run(ctx)) }()
-	go func() { errc <- wrap("target set", set.Run(ctx)) }()
-	proxyCtx, stopProxy := context.WithCancel(context.Background())
-	defer stopProxy()
-	proxyDone := make(chan error, 1)
-	go func() { proxyDone <- wrap("proxy", srv.Serve(proxyCtx)) }()
-	if dns {
-		parts++
+	n := 2 // heartbeat and target set; the proxy is stopped last, apart
+	go func() { errc <- wrap("heartbeat", p.in.Run(ctx)) }()
+	go func() { errc <- wrap("target set", p.set.Run(ctx)) }()
+	if p.dns {
+		n++
 		go func() {
-			errc <- wrap("dns capture", in.ReadDNS(ctx, func(p []byte) {
-				if err := set.ObserveDNS(p); err != nil {
+			errc <- wrap("dns capture", p.in.ReadDNS(ctx, func(b []byte) {
+				if err := p.set.ObserveDNS(b); err != nil {
 					log.Debug("ignored a captured DNS packet", "err", err)
 				}
 			}))
 		}()
 	}
+	if p.explicit != nil {
+		n++
+		go func() { errc <- wrap("explicit proxy", p.srv.ServeExplicit(ctx, p.explicit)) }()
+	}
+	proxyCtx, stopProxy := context.WithCancel(context.Background())
+	defer stopProxy()
+	proxyDone := make(chan error, 1)
+	go func() { proxyDone <- wrap("proxy", p.srv.Serve(proxyCtx)) }()
 	var first error
 	select {
 	case <-ctx.Done():
 	case first = <-errc:
-		parts--
+		n--
 	case first = <-proxyDone:
 		proxyDone = nil
 	}
 	cancel()
-	for range parts {
+	for range n {
 		if err := <-errc; first == nil {
 			first = err
 		}
 	}
-	if err := in.Close(); err != nil && first == nil {
+	if err := p.in.Close(); err != nil && first == nil {
 		first = err
 	}
 	stopProxy()
@@ -195,6 +280,12 @@ type targetPlan struct {
 	hosts []string
 	cidrs []netip.Prefix
 	ports []uint16
+}
+
+// isHost reports whether serverName is a configured target host name,
+// the second gate after the address: only those are decrypted.
+func (p targetPlan) isHost(serverName string) bool {
+	return serverName != "" && slices.Contains(p.hosts, strings.ToLower(strings.TrimSuffix(serverName, ".")))
 }
 
 func planTargets(hostPorts, cidrs []string) (targetPlan, error) {

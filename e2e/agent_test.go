@@ -32,6 +32,7 @@ var (
 
 func TestMain(m *testing.M) {
 	kerneltest.HelperMain()
+	goClientMain()
 	code := m.Run()
 	if binDir != "" {
 		os.RemoveAll(binDir)
@@ -69,8 +70,18 @@ type agentProc struct {
 // logs, and waits until it reports that it runs.
 func startAgent(t *testing.T, cgroup string, args ...string) *agentProc {
 	t.Helper()
-	args = append([]string{"agent", "--log-format", "json", "--log-level", "debug"}, args...)
-	cmd := exec.Command(promptrail(t), args...)
+	return startAgentWrapped(t, cgroup, nil, args...)
+}
+
+// startAgentWrapped is startAgent with the command line wrapped (nil: not),
+// e.g. in a mount namespace with its own /etc/hosts.
+func startAgentWrapped(t *testing.T, cgroup string, wrap func(...string) []string, args ...string) *agentProc {
+	t.Helper()
+	argv := append([]string{promptrail(t), "agent", "--log-format", "json", "--log-level", "debug"}, args...)
+	if wrap != nil {
+		argv = wrap(argv...)
+	}
+	cmd := exec.Command(argv[0], argv[1:]...)
 	kerneltest.CommandInCgroup(t, cgroup, cmd)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {

@@ -1,13 +1,19 @@
 // Package proxy accepts the connections that the eBPF programs redirect to
-// the agent, finds where each one was going and who made it, and forwards
-// its bytes, untouched, to the original destination. The TLS-terminating
-// path builds on this one; connections it does not decrypt take this path.
+// the agent (and, in explicit mode, HTTPS_PROXY clients), finds where each
+// one was going and who made it, and peeks at its TLS ClientHello. When the
+// server name is a target, it terminates TLS with a certificate from the
+// node CA, speaks HTTP/1.1 or HTTP/2 as the client chose, records every
+// exchange and forwards it to the original destination over verified TLS.
+// Everything else (other names on a shared address, no SNI, not TLS) is
+// spliced to the original destination byte for byte.
 package proxy
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -38,6 +44,13 @@ type Config struct {
 	DialTimeout time.Duration
 	// Logger gets one line per connection. Nil: slog.Default().
 	Logger *slog.Logger
+	// Decrypt enables TLS termination for server names that DecryptName
+	// accepts. Nil: every connection is spliced.
+	Decrypt *DecryptConfig
+	// DecryptName reports whether a ClientHello's server name is a target.
+	DecryptName func(serverName string) bool
+	// HelloTimeout bounds the wait for a client's first bytes. Zero: 10s.
+	HelloTimeout time.Duration
 }
 
 // Server is the redirect target of the eBPF programs.
@@ -45,6 +58,7 @@ type Server struct {
 	cfg       Config
 	listeners []net.Listener
 	dialer    net.Dialer
+	decrypt   *decrypter
 
 	wg    sync.WaitGroup
 	mu    sync.Mutex
@@ -82,8 +96,25 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.HelloTimeout == 0 {
+		cfg.HelloTimeout = 10 * time.Second
+	}
 	s := &Server{cfg: cfg, listeners: cfg.Listeners, conns: map[net.Conn]struct{}{}}
 	s.dialer = net.Dialer{Timeout: cfg.DialTimeout, Control: intercept.MarkControl(cfg.Mark)}
+	if cfg.Decrypt != nil {
+		if cfg.DecryptName == nil {
+			return nil, errors.New("proxy: decryption needs DecryptName")
+		}
+		dc := *cfg.Decrypt
+		if dc.Logger == nil {
+			dc.Logger = cfg.Logger
+		}
+		d, err := newDecrypter(dc)
+		if err != nil {
+			return nil, err
+		}
+		s.decrypt = d
+	}
 	return s, nil
 }
 
@@ -114,6 +145,9 @@ func (s *Server) Serve(ctx context.Context) error {
 		c.Close()
 	}
 	s.mu.Unlock()
+	if s.decrypt != nil {
+		s.decrypt.close()
+	}
 	s.wg.Wait()
 	return err
 }
@@ -160,18 +194,41 @@ func (s *Server) closeListeners() {
 	}
 }
 
-// handle splices one redirected connection to its original destination
-// and logs one line about it when it ends.
+// handle decides, from the ClientHello, whether to decrypt a redirected
+// connection or splice it, and logs one line about it when it ends.
 func (s *Server) handle(ctx context.Context, c *net.TCPConn) {
-	defer c.Close()
 	start := time.Now()
 	client := c.RemoteAddr().(*net.TCPAddr).AddrPort()
 	o, err := s.cfg.Origins.Origin(client)
 	if err != nil {
 		s.cfg.Logger.Warn("connection refused: no origin", "client", client.String(), "err", err)
+		c.Close()
 		return
 	}
 	log := s.cfg.Logger.With(originAttrs(client, o)...)
+	br := bufio.NewReaderSize(c, peekBufferSize)
+	c.SetReadDeadline(time.Now().Add(s.cfg.HelloTimeout))
+	hello, herr := peekClientHello(br)
+	c.SetReadDeadline(time.Time{})
+	pc := &peekedConn{TCPConn: c, br: br}
+	if herr != nil && !errors.Is(herr, errNotTLS) && br.Buffered() == 0 {
+		log.Warn("connection closed: no ClientHello", "err", herr, "duration_ms", msSince(start))
+		c.Close()
+		return
+	}
+	if herr == nil && s.decrypt != nil && s.cfg.DecryptName(hello.ServerName) {
+		log.Info("connection decrypted", "sni", hello.ServerName, "alpn_offered", hello.ALPN)
+		s.decrypt.serve(pc, &connInfo{mode: "transparent", client: client, sni: hello.ServerName, origin: &o})
+		return
+	}
+	defer c.Close()
+	reason := "server name is not a target"
+	switch {
+	case herr != nil:
+		reason = herr.Error()
+	case s.decrypt == nil:
+		reason = "decryption off"
+	}
 	up, err := s.dialer.DialContext(ctx, "tcp", o.Dst.String())
 	if err != nil {
 		log.Warn("connection failed: original destination unreachable", "err", err,
@@ -179,8 +236,8 @@ func (s *Server) handle(ctx context.Context, c *net.TCPConn) {
 		return
 	}
 	defer up.Close()
-	sent, received, err := splice(c, up.(*net.TCPConn))
-	attrs := []any{"bytes_sent", sent, "bytes_received", received, "duration_ms", msSince(start)}
+	sent, received, err := splice(pc, up.(*net.TCPConn))
+	attrs := []any{"sni", hello.ServerName, "splice_reason", reason, "bytes_sent", sent, "bytes_received", received, "duration_ms", msSince(start)}
 	if err != nil {
 		attrs = append(attrs, "err", err)
 	}
@@ -197,14 +254,14 @@ func originAttrs(client netip.AddrPort, o intercept.Origin) []any {
 
 // splice copies both ways until both sides are done, passing half-closes
 // on. Between two TCP sockets io.Copy uses splice(2): no copy to user space.
-func splice(client, upstream *net.TCPConn) (sent, received int64, err error) {
+func splice(client *peekedConn, upstream *net.TCPConn) (sent, received int64, err error) {
 	type result struct {
 		n   int64
 		err error
 	}
 	upc := make(chan result, 1)
 	go func() {
-		n, err := upstream.ReadFrom(client)
+		n, err := io.Copy(upstream, client)
 		if err != nil {
 			// A broken side ends the exchange: unblock the other copy.
 			client.Close()

@@ -12,7 +12,10 @@ import (
 )
 
 const agentSummary = `Runs the node agent: attaches eBPF cgroup programs that steer connections
-bound for the targets into the agent's proxy, and forwards them.
+bound for the targets into the agent's proxy. The proxy terminates TLS for
+target host names (clients must trust the CA that ` + "`promptrail ca`" + ` prints),
+records every exchange with the API in --data-dir/records.jsonl and forwards
+it; everything else is passed through untouched.
 
 Fail modes: fail-closed (the agent's default) leaves the programs pinned when
 the agent stops or dies, and connects to targets are refused until an agent
@@ -23,9 +26,12 @@ pinned programs.`
 // agentFlags are the flags of `agent` and `run`.
 type agentFlags struct {
 	config, dataDir, cgroupRoot, failMode, pinPath, mark *string
+	caCert, caKey, upstreamCA, explicitListen, node      *string
+	maxBody                                              *int
+	maxRequestBody                                       *int64
 	targets, cidrs, listen                               *settings.List
 	captureDNS                                           *bool
-	heartbeat                                            *durationFlag
+	heartbeat, upstreamIdle                              *durationFlag
 	log                                                  logFlags
 }
 
@@ -43,7 +49,17 @@ func addAgentFlags(fs *flag.FlagSet, dataDir string, failMode intercept.FailMode
 		captureDNS: fs.Bool("capture-dns", true, "learn target addresses from DNS answers that workloads receive"),
 		heartbeat:  &durationFlag{},
 		log:        addLogFlags(fs),
+
+		caCert:         fs.String("ca-cert", "", "PEM `file` of the CA that signs the certificates clients see (with --ca-key), e.g. one CA for the cluster (default: a node CA created in --data-dir)"),
+		caKey:          fs.String("ca-key", "", "PEM `file` of the private key of --ca-cert"),
+		upstreamCA:     fs.String("upstream-ca", "", "PEM `file` of CAs to trust upstream besides the system roots (a corporate egress proxy's)"),
+		explicitListen: fs.String("explicit-proxy-listen", "", "`ip:port` of an HTTPS_PROXY-style proxy for hosts where eBPF cannot be used (default: off)"),
+		node:           fs.String("node-name", "", "name of this node in records (default: the host name; set from the downward API in a DaemonSet)"),
+		maxBody:        fs.Int("max-body", 1<<20, "`bytes` of each request and response body kept in a record; longer ones are flagged truncated"),
+		maxRequestBody: fs.Int64("max-request-body", 32<<20, "largest request body forwarded, in `bytes`; larger requests get 413"),
+		upstreamIdle:   &durationFlag{},
 	}
+	fs.Var(f.upstreamIdle, "upstream-idle-timeout", "cancel a response (a stalled stream) after this `long` without a byte (default 5m)")
 	fs.Var(f.targets, "target", "`host[:port]` to intercept, repeatable or comma-separated; a name or an IP (port 443 if absent)")
 	fs.Var(f.cidrs, "target-cidr", "`prefix` whose addresses are targets on the target ports, repeatable")
 	fs.Var(f.listen, "proxy-listen", "`ip:port` the proxy listens on, repeatable: loopback serves the host's network namespace,\nthe first non-loopback address of a family serves pods (the node IP in a DaemonSet)")
@@ -72,6 +88,15 @@ func (f agentFlags) agentConfig() (agent.Config, error) {
 		HeartbeatTimeout: f.heartbeat.d,
 		CaptureDNS:       *f.captureDNS,
 		Logger:           logger,
+
+		CACert:              *f.caCert,
+		CAKey:               *f.caKey,
+		UpstreamCA:          *f.upstreamCA,
+		ExplicitProxyListen: *f.explicitListen,
+		Node:                *f.node,
+		MaxBody:             *f.maxBody,
+		MaxRequestBody:      *f.maxRequestBody,
+		UpstreamIdleTimeout: f.upstreamIdle.d,
 	}, nil
 }
 

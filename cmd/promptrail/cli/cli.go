@@ -33,6 +33,7 @@ func commands() map[string]command {
 		"agent":   {"run the node agent (Kubernetes DaemonSet)", runAgent},
 		"run":     {"run promptrail on this host: intercept every process but itself", runHost},
 		"cleanup": {"remove the programs that a fail-closed agent left pinned", runCleanup},
+		"ca":      {"print the CA certificate that clients must trust", runCA},
 	}
 }
 

@@ -1,0 +1,295 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/netip"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/promptrail/promptrail/agent/intercept"
+	"github.com/promptrail/promptrail/agent/recorder"
+	"github.com/promptrail/promptrail/agent/tlsca"
+	"github.com/promptrail/promptrail/audit"
+)
+
+// DecryptConfig configures the TLS-terminating path.
+type DecryptConfig struct {
+	// CA mints the certificates that clients see. Required.
+	CA *tlsca.CA
+	// Recorder records every exchange. Required.
+	Recorder *recorder.Recorder
+	// Upstream is the transport to the API (see NewUpstreamTransport).
+	// Required.
+	Upstream http.RoundTripper
+	// MaxRequestBody is the largest request body forwarded; larger ones
+	// are answered 413 and recorded. Zero: 32 MiB.
+	MaxRequestBody int64
+	// UpstreamIdleTimeout cancels a response that sends nothing for this
+	// long (a stalled stream). Zero: 5 minutes.
+	UpstreamIdleTimeout time.Duration
+	// HandshakeTimeout bounds the client's TLS handshake and request
+	// headers. Zero: 10s.
+	HandshakeTimeout time.Duration
+	Logger           *slog.Logger
+}
+
+// connInfo is what the proxy knows about a decrypted connection.
+type connInfo struct {
+	mode   string // "transparent" or "explicit"
+	client netip.AddrPort
+	sni    string
+	origin *intercept.Origin // nil in explicit mode
+}
+
+type connInfoKey struct{}
+
+// decrypter serves HTTP/1.1 and HTTP/2 on decrypted connections. Both
+// modes hand it connections: one http.Server does the TLS handshake, ALPN
+// and HTTP for all of them. goproxy is not used here because its MITM
+// serves HTTP/1.1 only, and clients such as the Go SDK offer h2.
+type decrypter struct {
+	cfg   DecryptConfig
+	tls   *tls.Config
+	srv   *http.Server
+	ln    *chanListener
+	rp    *httputil.ReverseProxy
+	conns sync.Map // *tls.Conn → *connInfo
+	done  chan struct{}
+}
+
+func newDecrypter(cfg DecryptConfig) (*decrypter, error) {
+	if cfg.CA == nil || cfg.Recorder == nil || cfg.Upstream == nil {
+		return nil, errors.New("proxy: decryption needs a CA, a recorder and an upstream transport")
+	}
+	if cfg.MaxRequestBody == 0 {
+		cfg.MaxRequestBody = 32 << 20
+	}
+	if cfg.UpstreamIdleTimeout == 0 {
+		cfg.UpstreamIdleTimeout = 5 * time.Minute
+	}
+	if cfg.HandshakeTimeout == 0 {
+		cfg.HandshakeTimeout = 10 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	d := &decrypter{cfg: cfg, ln: newChanListener(), done: make(chan struct{})}
+	d.tls = &tls.Config{
+		GetCertificate: cfg.CA.GetCertificate,
+		NextProtos:     []string{"h2", "http/1.1"},
+		MinVersion:     tls.VersionTLS12,
+	}
+	d.rp = &httputil.ReverseProxy{
+		Rewrite:        rewrite,
+		Transport:      cfg.Upstream,
+		FlushInterval:  -1, // every write reaches the client at once: streams stay live
+		ModifyResponse: d.modifyResponse,
+		ErrorHandler:   d.upstreamError,
+		ErrorLog:       slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug),
+	}
+	d.srv = &http.Server{
+		Handler:           http.HandlerFunc(d.serveHTTP),
+		ReadHeaderTimeout: cfg.HandshakeTimeout,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug),
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			if info, ok := d.conns.Load(c); ok {
+				return context.WithValue(ctx, connInfoKey{}, info)
+			}
+			return ctx
+		},
+		ConnState: func(c net.Conn, st http.ConnState) {
+			if st == http.StateClosed || st == http.StateHijacked {
+				d.conns.Delete(c)
+			}
+		},
+	}
+	go func() {
+		defer close(d.done)
+		d.srv.Serve(d.ln)
+	}()
+	return d, nil
+}
+
+// serve takes over a client connection whose ClientHello names a target.
+func (d *decrypter) serve(c net.Conn, info *connInfo) {
+	tc := tls.Server(c, d.tls)
+	d.conns.Store(tc, info)
+	if !d.ln.push(tc) {
+		d.conns.Delete(tc)
+		c.Close()
+	}
+}
+
+func (d *decrypter) close() {
+	d.srv.Close()
+	<-d.done
+}
+
+type exchangeKey struct{}
+
+type exchangeCtx struct {
+	ex     *recorder.Exchange
+	cancel context.CancelFunc
+	info   *connInfo
+}
+
+// serveHTTP reads the request body (bounded), starts its record and
+// forwards it.
+func (d *decrypter) serveHTTP(w http.ResponseWriter, r *http.Request) {
+	info, _ := r.Context().Value(connInfoKey{}).(*connInfo)
+	if info == nil {
+		writeAPIError(w, http.StatusMisdirectedRequest, "promptrail_no_connection", "promptrail: request on an unknown connection")
+		return
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, d.cfg.MaxRequestBody+1))
+	size := int64(len(body))
+	tooLarge := size > d.cfg.MaxRequestBody
+	ex := d.cfg.Recorder.Begin(r, body, size, d.connection(r, info), workload(info))
+	switch {
+	case err != nil:
+		ex.Reject(http.StatusBadRequest, "reading the request body: "+err.Error())
+		writeAPIError(w, http.StatusBadRequest, "promptrail_bad_request", "promptrail: could not read the request body")
+		return
+	case tooLarge:
+		ex.Reject(http.StatusRequestEntityTooLarge, fmt.Sprintf("request body over the limit of %d bytes", d.cfg.MaxRequestBody))
+		writeAPIError(w, http.StatusRequestEntityTooLarge, "promptrail_request_too_large",
+			fmt.Sprintf("promptrail: request body exceeds %d bytes", d.cfg.MaxRequestBody))
+		return
+	}
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	ctx = context.WithValue(ctx, exchangeKey{}, &exchangeCtx{ex: ex, cancel: cancel, info: info})
+	if info.origin != nil {
+		ctx = withDialTarget(ctx, info.origin.Dst)
+	}
+	out := r.WithContext(ctx)
+	out.Body = io.NopCloser(bytes.NewReader(body))
+	out.ContentLength = size
+	d.rp.ServeHTTP(w, out)
+}
+
+// rewrite sends the request to the name the client asked for; the dialer
+// connects to the original destination the kernel recorded.
+func rewrite(pr *httputil.ProxyRequest) {
+	ec, _ := pr.In.Context().Value(exchangeKey{}).(*exchangeCtx)
+	port := "443"
+	if ec != nil && ec.info.origin != nil {
+		port = strconv.Itoa(int(ec.info.origin.Dst.Port()))
+	} else if _, p, err := net.SplitHostPort(pr.In.Host); err == nil {
+		port = p
+	}
+	host := pr.In.Host
+	if ec != nil && ec.info.sni != "" {
+		host = ec.info.sni
+	}
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	pr.Out.URL.Scheme = "https"
+	pr.Out.URL.Host = net.JoinHostPort(host, port)
+	pr.Out.Host = pr.In.Host
+	// The transport asks for gzip itself and decompresses, so the recorder
+	// (and the masker) see plain text and the client gets a valid response.
+	pr.Out.Header.Del("Accept-Encoding")
+}
+
+func (d *decrypter) modifyResponse(resp *http.Response) error {
+	if ec, ok := resp.Request.Context().Value(exchangeKey{}).(*exchangeCtx); ok {
+		ec.ex.Observe(resp, d.cfg.UpstreamIdleTimeout, ec.cancel)
+	}
+	return nil
+}
+
+// upstreamError answers a failed round trip in the API's error shape and
+// records it: 504 for timeouts, 502 otherwise.
+func (d *decrypter) upstreamError(w http.ResponseWriter, r *http.Request, err error) {
+	status, code := http.StatusBadGateway, "promptrail_upstream_unreachable"
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		status, code = http.StatusGatewayTimeout, "promptrail_upstream_timeout"
+	}
+	if ec, ok := r.Context().Value(exchangeKey{}).(*exchangeCtx); ok {
+		ec.ex.Fail(status, fmt.Errorf("upstream: %w", err))
+	}
+	if r.Context().Err() != nil {
+		return // the client is gone; nobody to answer
+	}
+	d.cfg.Logger.Warn("upstream request failed", "host", r.Host, "path", r.URL.Path, "err", err)
+	writeAPIError(w, status, code, "promptrail: the upstream API could not be reached: "+err.Error())
+}
+
+func (d *decrypter) connection(r *http.Request, info *connInfo) audit.Connection {
+	c := audit.Connection{Mode: info.mode, Client: info.client.String(), SNI: info.sni}
+	if info.origin != nil {
+		c.OrigDst = info.origin.Dst.String()
+	}
+	if r.TLS != nil {
+		c.ALPN = r.TLS.NegotiatedProtocol
+		c.TLSVersion = tls.VersionName(r.TLS.Version)
+	}
+	return c
+}
+
+func workload(info *connInfo) audit.Workload {
+	if info.origin == nil {
+		return audit.Workload{Kind: "unknown"}
+	}
+	o := info.origin
+	return audit.Workload{Kind: "process", PID: o.TGID, UID: o.UID, GID: o.GID, Comm: o.Comm, CgroupID: o.CgroupID}
+}
+
+// writeAPIError answers in the OpenAI API's error shape, so SDKs surface
+// the message instead of a parse error.
+func writeAPIError(w http.ResponseWriter, status int, code, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	fmt.Fprintf(w, `{"error":{"message":%q,"type":"promptrail_error","param":null,"code":%q}}`+"\n", msg, code)
+}
+
+// chanListener hands connections to http.Server.Serve.
+type chanListener struct {
+	ch     chan net.Conn
+	closed chan struct{}
+	once   sync.Once
+}
+
+func newChanListener() *chanListener {
+	return &chanListener{ch: make(chan net.Conn), closed: make(chan struct{})}
+}
+
+func (l *chanListener) push(c net.Conn) bool {
+	select {
+	case l.ch <- c:
+		return true
+	case <-l.closed:
+		return false
+	}
+}
+
+func (l *chanListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.ch:
+		return c, nil
+	case <-l.closed:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *chanListener) Close() error {
+	l.once.Do(func() { close(l.closed) })
+	return nil
+}
+
+func (l *chanListener) Addr() net.Addr { return &net.TCPAddr{} }

@@ -1,0 +1,152 @@
+// Package recorder turns one intercepted HTTP exchange with an LLM API into
+// an audit record: it parses the request, observes the response as it
+// passes (JSON, or server-sent events reassembled as they stream) without
+// changing a byte of it, and hands the finished record to a Sink.
+package recorder
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"mime"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/promptrail/promptrail/agent/openai"
+	"github.com/promptrail/promptrail/audit"
+)
+
+// Sink stores finished records.
+type Sink interface {
+	Write(ctx context.Context, r *audit.Record) error
+}
+
+// Config configures a Recorder.
+type Config struct {
+	// Sink receives every record. Required.
+	Sink Sink
+	// MaxBody bounds the bytes of a request or response body kept in a
+	// record; longer bodies are flagged truncated. Zero: 1 MiB.
+	MaxBody int
+	// MaxEvents bounds the server-sent events kept per stream. Zero: 10000.
+	MaxEvents int
+	// AgentID and Node name the recording agent in every record.
+	AgentID, Node string
+	// Logger reports records that could not be stored. Nil: slog.Default().
+	Logger *slog.Logger
+}
+
+// Recorder records exchanges. It is safe for concurrent use.
+type Recorder struct{ cfg Config }
+
+// New returns a Recorder.
+func New(cfg Config) (*Recorder, error) {
+	if cfg.Sink == nil {
+		return nil, errors.New("recorder: no sink")
+	}
+	if cfg.MaxBody == 0 {
+		cfg.MaxBody = 1 << 20
+	}
+	if cfg.MaxEvents == 0 {
+		cfg.MaxEvents = 10000
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Recorder{cfg: cfg}, nil
+}
+
+// Exchange is the record of one request/response in progress.
+type Exchange struct {
+	r     *Recorder
+	start time.Time
+	rec   audit.Record
+
+	once sync.Once
+}
+
+// Begin starts the record of a request whose body has been read whole
+// (body may be truncated by the caller's limit; size is the full size).
+func (r *Recorder) Begin(req *http.Request, body []byte, size int64, conn audit.Connection, w audit.Workload) *Exchange {
+	start := time.Now()
+	e := &Exchange{r: r, start: start}
+	conn.Proto = req.Proto
+	e.rec = audit.Record{
+		ID: audit.NewID(start), AgentID: r.cfg.AgentID, Node: r.cfg.Node, Start: start.UTC(),
+		Workload: w, Connection: conn, Decision: audit.Decision{Action: "allow"},
+	}
+	q := &e.rec.Request
+	q.Method, q.Host, q.Path = req.Method, req.Host, req.URL.RequestURI()
+	q.ContentType = req.Header.Get("Content-Type")
+	q.Size = size
+	q.Endpoint = openai.Classify(req.Method, req.URL.Path)
+	q.Body, q.Truncated = bounded(body, r.cfg.MaxBody, size)
+	if len(body) == 0 {
+		return e
+	}
+	mt, _, _ := mime.ParseMediaType(q.ContentType)
+	switch {
+	case mt == "multipart/form-data":
+		mp, err := openai.ParseMultipart(q.ContentType, body, r.cfg.MaxBody)
+		q.Multipart = &mp
+		q.Body = "" // files are described, never kept
+		setErr(&q.ParseError, err)
+	case q.Endpoint != openai.Other || strings.Contains(mt, "json"):
+		parsed, err := openai.ParseRequest(q.Endpoint, q.ContentType, body)
+		q.Model, q.Stream, q.Messages, q.Prompt, q.Input, q.Tools = parsed.Model, parsed.Stream, parsed.Messages, parsed.Prompt, parsed.Input, parsed.Tools
+		setErr(&q.ParseError, err)
+	}
+	return e
+}
+
+// ID returns the record's ID.
+func (e *Exchange) ID() string { return e.rec.ID }
+
+// Reject finishes a request that never went upstream (too large, bad).
+func (e *Exchange) Reject(status int, reason string) {
+	e.rec.Response = &audit.Response{Status: status}
+	e.rec.Decision.Action = "reject"
+	e.rec.Error = reason
+	e.finish(false)
+}
+
+// Fail finishes an exchange whose upstream round trip failed before a
+// response arrived.
+func (e *Exchange) Fail(status int, err error) {
+	e.rec.Response = &audit.Response{Status: status}
+	e.rec.Error = err.Error()
+	e.finish(true)
+}
+
+func (e *Exchange) finish(incomplete bool) {
+	e.once.Do(func() {
+		end := time.Now()
+		e.rec.End = end.UTC()
+		e.rec.DurationMS = ms(end.Sub(e.start))
+		e.rec.Incomplete = incomplete
+		// Records are written after the client has its answer; a slow sink
+		// must not hold the request, but must not lose the record either.
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := e.r.cfg.Sink.Write(ctx, &e.rec); err != nil {
+			e.r.cfg.Logger.Error("audit record not stored", "id", e.rec.ID, "err", err)
+		}
+	})
+}
+
+func bounded(b []byte, limit int, size int64) (string, bool) {
+	if len(b) > limit {
+		return string(b[:limit]), true
+	}
+	return string(b), size > int64(len(b))
+}
+
+func setErr(dst *string, err error) {
+	if err != nil {
+		*dst = err.Error()
+	}
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

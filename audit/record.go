@@ -1,0 +1,113 @@
+// Package audit defines the audit record: one JSON object per exchange
+// between a workload and an LLM API, as the agent records it and the
+// collector stores it. Agent and collector both import it.
+package audit
+
+import (
+	"crypto/rand"
+	"time"
+
+	"github.com/oklog/ulid/v2"
+
+	"github.com/promptrail/promptrail/agent/openai"
+)
+
+// Record is one request/response exchange. Bodies are as they went over
+// the wire (masked, once masking exists), bounded by the agent's limit.
+type Record struct {
+	// ID is a ULID: unique, and sorting IDs sorts records by start time.
+	ID      string `json:"id"`
+	AgentID string `json:"agent_id,omitempty"`
+	Node    string `json:"node,omitempty"`
+
+	Start      time.Time `json:"start"`
+	End        time.Time `json:"end"`
+	DurationMS float64   `json:"duration_ms"`
+	// TTFTMS is the time from the request's start to the first token: the
+	// first content delta of a stream, or the first body byte otherwise.
+	TTFTMS float64 `json:"ttft_ms,omitempty"`
+	// Incomplete says that the exchange did not finish: the client went
+	// away, the upstream failed or stalled, or the agent stopped.
+	Incomplete bool `json:"incomplete,omitempty"`
+
+	Workload   Workload   `json:"workload"`
+	Connection Connection `json:"connection"`
+	Request    Request    `json:"request"`
+	Response   *Response  `json:"response,omitempty"`
+	Decision   Decision   `json:"decision"`
+	// Error says what went wrong, in words an operator can act on.
+	Error string `json:"error,omitempty"`
+}
+
+// Workload is who made the call. Until identity resolution exists it holds
+// what the kernel gave: process and cgroup.
+type Workload struct {
+	Kind     string `json:"kind,omitempty"` // "process" until identity resolution exists
+	PID      uint32 `json:"pid,omitempty"`
+	UID      uint32 `json:"uid"`
+	GID      uint32 `json:"gid"`
+	Comm     string `json:"comm,omitempty"`
+	CgroupID uint64 `json:"cgroup_id,omitempty"`
+}
+
+// Connection is how the call reached the agent.
+type Connection struct {
+	Mode       string `json:"mode"` // "transparent" (eBPF redirect) or "explicit" (HTTPS_PROXY)
+	Client     string `json:"client"`
+	OrigDst    string `json:"orig_dst,omitempty"`
+	SNI        string `json:"sni,omitempty"`
+	ALPN       string `json:"alpn,omitempty"`
+	Proto      string `json:"proto,omitempty"` // HTTP/1.1 or HTTP/2.0, client side
+	TLSVersion string `json:"tls_version,omitempty"`
+}
+
+// Request is what the workload sent.
+type Request struct {
+	Method      string            `json:"method"`
+	Host        string            `json:"host"`
+	Path        string            `json:"path"`
+	Endpoint    openai.Endpoint   `json:"endpoint"`
+	Model       string            `json:"model,omitempty"`
+	Stream      bool              `json:"stream,omitempty"`
+	Messages    []openai.Message  `json:"messages,omitempty"`
+	Prompt      string            `json:"prompt,omitempty"`
+	Input       []string          `json:"input,omitempty"`
+	Tools       []string          `json:"tools,omitempty"`
+	Multipart   *openai.Multipart `json:"multipart,omitempty"`
+	ContentType string            `json:"content_type,omitempty"`
+	Body        string            `json:"body,omitempty"`
+	Size        int64             `json:"size"`
+	Truncated   bool              `json:"truncated,omitempty"`
+	ParseError  string            `json:"parse_error,omitempty"`
+}
+
+// Response is what came back. For streams Body is empty and Events holds
+// the server-sent events (bounded); Choices holds the reassembled text.
+type Response struct {
+	Status       int                    `json:"status"`
+	ContentType  string                 `json:"content_type,omitempty"`
+	Model        string                 `json:"model,omitempty"`
+	ID           string                 `json:"id,omitempty"`
+	Choices      []openai.Choice        `json:"choices,omitempty"`
+	FinishReason string                 `json:"finish_reason,omitempty"`
+	Usage        *openai.Usage          `json:"usage,omitempty"`
+	UsageSource  string                 `json:"usage_source,omitempty"` // response, stream or none
+	APIError     *openai.APIError       `json:"api_error,omitempty"`
+	Embeddings   int                    `json:"embeddings,omitempty"`
+	Body         string                 `json:"body,omitempty"`
+	Events       []openai.RecordedEvent `json:"events,omitempty"`
+	EventCount   int                    `json:"event_count,omitempty"`
+	Size         int64                  `json:"size"`
+	Truncated    bool                   `json:"truncated,omitempty"`
+	ParseError   string                 `json:"parse_error,omitempty"`
+}
+
+// Decision is what the agent did with the request.
+type Decision struct {
+	Action string `json:"action"` // "allow" until policy exists
+}
+
+// NewID returns a fresh record ID for an exchange that started at t.
+func NewID(t time.Time) string {
+	return ulid.MustNew(ulid.Timestamp(t), rand.Reader).String()
+}

@@ -1,0 +1,99 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/openai/openai-go/v3"
+	"github.com/openai/openai-go/v3/option"
+	"github.com/openai/openai-go/v3/responses"
+)
+
+// envGoClient makes the test binary act as a workload using the official
+// OpenAI Go SDK with its default base URL; its value is the mode.
+const envGoClient = "PROMPTRAIL_E2E_GO_CLIENT"
+
+// clientResult is what every client (Go, Node, curl) reports.
+type clientResult struct {
+	PID   int            `json:"pid"`
+	Mode  string         `json:"mode"`
+	Text  string         `json:"text"`
+	Usage map[string]any `json:"usage,omitempty"`
+	Error string         `json:"error,omitempty"`
+}
+
+// goClientMain runs the Go SDK client if the environment asks for it.
+func goClientMain() {
+	mode := os.Getenv(envGoClient)
+	if mode == "" {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	out := clientResult{PID: os.Getpid(), Mode: mode}
+	if err := goClient(ctx, mode, &out); err != nil {
+		out.Error = err.Error()
+	}
+	json.NewEncoder(os.Stdout).Encode(out)
+	os.Exit(0)
+}
+
+func goClient(ctx context.Context, mode string, out *clientResult) error {
+	// Default base URL and transport: only SSL_CERT_FILE (the agent's CA)
+	// and, in explicit mode, HTTPS_PROXY come from the environment.
+	client := openai.NewClient(option.WithAPIKey("sk-test-not-a-real-key"), option.WithMaxRetries(0))
+	chat := openai.ChatCompletionNewParams{
+		Model:    openai.ChatModelGPT4oMini,
+		Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("Say hello from go")},
+	}
+	switch mode {
+	case "chat":
+		r, err := client.Chat.Completions.New(ctx, chat)
+		if err != nil {
+			return err
+		}
+		out.Text = r.Choices[0].Message.Content
+		out.Usage = map[string]any{"total_tokens": r.Usage.TotalTokens}
+	case "chat-stream":
+		chat.StreamOptions = openai.ChatCompletionStreamOptionsParam{IncludeUsage: openai.Bool(true)}
+		s := client.Chat.Completions.NewStreaming(ctx, chat)
+		for s.Next() {
+			c := s.Current()
+			if len(c.Choices) > 0 {
+				out.Text += c.Choices[0].Delta.Content
+			}
+			if c.Usage.TotalTokens > 0 {
+				out.Usage = map[string]any{"total_tokens": c.Usage.TotalTokens}
+			}
+		}
+		return s.Err()
+	case "responses":
+		r, err := client.Responses.New(ctx, responses.ResponseNewParams{
+			Model: openai.ChatModelGPT4oMini,
+			Input: responses.ResponseNewParamsInputUnion{OfString: openai.String("Respond hello from go")},
+		})
+		if err != nil {
+			return err
+		}
+		out.Text = r.OutputText()
+		out.Usage = map[string]any{"total_tokens": r.Usage.TotalTokens}
+	case "responses-stream":
+		s := client.Responses.NewStreaming(ctx, responses.ResponseNewParams{
+			Model: openai.ChatModelGPT4oMini,
+			Input: responses.ResponseNewParamsInputUnion{OfString: openai.String("Stream a response from go")},
+		})
+		for s.Next() {
+			ev := s.Current()
+			if ev.Type == "response.output_text.delta" {
+				out.Text += ev.Delta
+			}
+		}
+		return s.Err()
+	default:
+		return fmt.Errorf("unknown mode %q", mode)
+	}
+	return nil
+}
