@@ -175,7 +175,7 @@ func decryption(cfg Config, log *slog.Logger) (*proxy.DecryptConfig, func(), err
 		return nil, nil, fmt.Errorf("agent: %w", err)
 	}
 	path := filepath.Join(cfg.DataDir, RecordsFile)
-	sink, err := recorder.OpenJSONL(path)
+	sink, err := recorder.OpenJSONL(path, log)
 	if err != nil {
 		return nil, nil, fmt.Errorf("agent: %w", err)
 	}

@@ -40,7 +40,7 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func promptrail(t *testing.T) string {
+func promptrail(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
 		if binDir, buildErr = os.MkdirTemp("", "promptrail-e2e-"); buildErr != nil {
@@ -68,14 +68,14 @@ type agentProc struct {
 
 // startAgent runs `promptrail agent args...` inside cgroup dir, with JSON
 // logs, and waits until it reports that it runs.
-func startAgent(t *testing.T, cgroup string, args ...string) *agentProc {
+func startAgent(t testing.TB, cgroup string, args ...string) *agentProc {
 	t.Helper()
 	return startAgentWrapped(t, cgroup, nil, args...)
 }
 
 // startAgentWrapped is startAgent with the command line wrapped (nil: not),
 // e.g. in a mount namespace with its own /etc/hosts.
-func startAgentWrapped(t *testing.T, cgroup string, wrap func(...string) []string, args ...string) *agentProc {
+func startAgentWrapped(t testing.TB, cgroup string, wrap func(...string) []string, args ...string) *agentProc {
 	t.Helper()
 	argv := append([]string{promptrail(t), "agent", "--log-format", "json", "--log-level", "debug"}, args...)
 	if wrap != nil {
@@ -97,7 +97,7 @@ func startAgentWrapped(t *testing.T, cgroup string, wrap func(...string) []strin
 	return a
 }
 
-func (a *agentProc) collect(t *testing.T, r io.Reader) {
+func (a *agentProc) collect(t testing.TB, r io.Reader) {
 	defer close(a.done)
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
@@ -130,7 +130,7 @@ func (a *agentProc) stop(sig syscall.Signal) {
 }
 
 // waitLog waits for a log line with message msg that match accepts.
-func (a *agentProc) waitLog(t *testing.T, msg string, match func(map[string]any) bool) map[string]any {
+func (a *agentProc) waitLog(t testing.TB, msg string, match func(map[string]any) bool) map[string]any {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {

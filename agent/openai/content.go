@@ -1,7 +1,6 @@
 package openai
 
 import (
-	"encoding/json"
 	"strings"
 	"unicode/utf8"
 )
@@ -22,7 +21,9 @@ type content struct {
 }
 
 // UnmarshalJSON implements json.Unmarshaler; it never fails, so a part it
-// does not know costs only that part.
+// does not know costs only that part. It walks the parts itself rather than
+// through encoding/json, so that a large inline image is scanned once more,
+// not several times.
 func (c *content) UnmarshalJSON(b []byte) error {
 	*c = content{}
 	switch b[0] {
@@ -30,15 +31,56 @@ func (c *content) UnmarshalJSON(b []byte) error {
 		c.text, _ = unquote(b)
 	case '[':
 		var parts []contentPart
-		_ = json.Unmarshal(b, &parts)
+		eachElement(b, func(v []byte) {
+			if v[0] == '{' {
+				parts = append(parts, decodePart(v))
+			}
+		})
 		c.setParts(parts)
 	case '{':
-		var p contentPart
-		if json.Unmarshal(b, &p) == nil {
-			c.setParts([]contentPart{p})
-		}
+		c.setParts([]contentPart{decodePart(b)})
 	}
 	return nil
+}
+
+// decodePart decodes a content part as encoding/json would decode
+// contentPart, except that a value of the wrong type is left empty.
+func decodePart(b []byte) contentPart {
+	var p contentPart
+	eachMember(b, func(k, v []byte) {
+		switch string(k) {
+		case "type":
+			p.Type = stringValue(v)
+		case "text":
+			p.Text = stringValue(v)
+		case "refusal":
+			p.Refusal = stringValue(v)
+		case "file_id":
+			p.FileID = stringValue(v)
+		case "filename":
+			p.Filename = stringValue(v)
+		case "image_url":
+			_ = p.ImageURL.UnmarshalJSON(v)
+		case "file_url":
+			_ = p.FileURL.UnmarshalJSON(v)
+		case "file":
+			eachMember(v, func(k, v []byte) {
+				switch string(k) {
+				case "file_id":
+					p.File.FileID = stringValue(v)
+				case "filename":
+					p.File.Filename = stringValue(v)
+				}
+			})
+		case "input_audio":
+			eachMember(v, func(k, v []byte) {
+				if string(k) == "format" {
+					p.InputAudio.Format = stringValue(v)
+				}
+			})
+		}
+	})
+	return p
 }
 
 func (c *content) setParts(parts []contentPart) {
@@ -120,11 +162,11 @@ type imageRef struct{ urlRef }
 func (r *imageRef) UnmarshalJSON(b []byte) error {
 	r.url = ""
 	if b[0] == '{' {
-		var o struct {
-			URL urlRef `json:"url"`
-		}
-		_ = json.Unmarshal(b, &o)
-		r.urlRef = o.URL
+		eachMember(b, func(k, v []byte) {
+			if string(k) == "url" {
+				_ = r.urlRef.UnmarshalJSON(v)
+			}
+		})
 		return nil
 	}
 	return r.urlRef.UnmarshalJSON(b)

@@ -1,6 +1,7 @@
 package openai
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -379,6 +380,116 @@ func repairJSON(body []byte, sc *jsonScan) []byte {
 		}
 	}
 	return out
+}
+
+// The walkers below read well-formed JSON (what encoding/json hands an
+// Unmarshaler) without reflection; on malformed input they stop early and
+// never fail otherwise.
+
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// valueEnd returns the end of the JSON value that starts at b[i].
+func valueEnd(b []byte, i int) int {
+	if i >= len(b) {
+		return i
+	}
+	switch b[i] {
+	case '"':
+		end, _, _ := scanString(b, i)
+		return end
+	case '{', '[':
+		depth := 0
+		for i < len(b) {
+			switch b[i] {
+			case '"':
+				i, _, _ = scanString(b, i)
+				continue
+			case '{', '[':
+				depth++
+			case '}', ']':
+				if depth--; depth == 0 {
+					return i + 1
+				}
+			}
+			i++
+		}
+		return i
+	}
+	for i < len(b) && b[i] != ',' && b[i] != '}' && b[i] != ']' && b[i] != ' ' &&
+		b[i] != '\t' && b[i] != '\n' && b[i] != '\r' {
+		i++
+	}
+	return i
+}
+
+// eachMember calls fn with the key (decoded) and the raw value of each
+// member of the JSON object b, in order.
+func eachMember(b []byte, fn func(key, value []byte)) {
+	i := skipSpace(b, 0)
+	if i >= len(b) || b[i] != '{' {
+		return
+	}
+	for i++; ; i++ {
+		i = skipSpace(b, i)
+		if i >= len(b) || b[i] != '"' {
+			return
+		}
+		kend, ok, _ := scanString(b, i)
+		if !ok {
+			return
+		}
+		key := b[i+1 : kend-1]
+		if bytes.IndexByte(key, '\\') >= 0 {
+			s, _ := unquote(b[i:kend])
+			key = []byte(s)
+		}
+		i = skipSpace(b, kend)
+		if i >= len(b) || b[i] != ':' {
+			return
+		}
+		start := skipSpace(b, i+1)
+		end := valueEnd(b, start)
+		if end <= start {
+			return
+		}
+		fn(key, b[start:end])
+		if i = skipSpace(b, end); i >= len(b) || b[i] != ',' {
+			return
+		}
+	}
+}
+
+// eachElement calls fn with each element of the JSON array b, raw.
+func eachElement(b []byte, fn func(value []byte)) {
+	i := skipSpace(b, 0)
+	if i >= len(b) || b[i] != '[' {
+		return
+	}
+	for i++; ; i++ {
+		start := skipSpace(b, i)
+		end := valueEnd(b, start)
+		if end <= start {
+			return
+		}
+		fn(b[start:end])
+		if i = skipSpace(b, end); i >= len(b) || b[i] != ',' {
+			return
+		}
+	}
+}
+
+// stringValue decodes a JSON string; anything else is "".
+func stringValue(v []byte) string {
+	if len(v) == 0 || v[0] != '"' {
+		return ""
+	}
+	s, _ := unquote(v)
+	return s
 }
 
 // rawJSON holds a JSON value as a slice of the input being decoded, without

@@ -141,7 +141,6 @@ func TestSSEChunkingInvariance(t *testing.T) {
 	}
 }
 
-
 func TestSSETrickyStream(t *testing.T) {
 	evs, errs, p := parseAll(60, []byte(trickyStream))
 	want := []Event{

@@ -2,6 +2,7 @@ package openai
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -141,7 +142,7 @@ func (a *StreamAssembler) Add(ev Event) {
 	}
 	var w wireStreamEvent
 	if err := json.Unmarshal([]byte(data), &w); err != nil {
-		if _, ok := err.(*json.SyntaxError); ok {
+		if se := (*json.SyntaxError)(nil); errors.As(err, &se) {
 			a.malformed++
 			return
 		}

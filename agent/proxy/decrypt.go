@@ -93,6 +93,7 @@ func newDecrypter(cfg DecryptConfig) (*decrypter, error) {
 		Rewrite:        rewrite,
 		Transport:      cfg.Upstream,
 		FlushInterval:  -1, // every write reaches the client at once: streams stay live
+		BufferPool:     newBufferPool(),
 		ModifyResponse: d.modifyResponse,
 		ErrorHandler:   d.upstreamError,
 		ErrorLog:       slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug),
@@ -257,6 +258,17 @@ func writeAPIError(w http.ResponseWriter, status int, code, msg string) {
 	w.WriteHeader(status)
 	fmt.Fprintf(w, `{"error":{"message":%q,"type":"promptrail_error","param":null,"code":%q}}`+"\n", msg, code)
 }
+
+// bufferPool recycles the copy buffers of the reverse proxy, which would
+// otherwise allocate (and zero) 32 KiB per response.
+type bufferPool struct{ p sync.Pool }
+
+func newBufferPool() *bufferPool {
+	return &bufferPool{p: sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}}
+}
+
+func (b *bufferPool) Get() []byte  { return *(b.p.Get().(*[]byte)) }
+func (b *bufferPool) Put(s []byte) { b.p.Put(&s) }
 
 // chanListener hands connections to http.Server.Serve.
 type chanListener struct {

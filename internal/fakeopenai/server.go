@@ -41,6 +41,14 @@
 // backoff starting near 0.5s), so tests that provoke errors should set the
 // client's max retries to 0, or send X-Fake-Should-Retry: false, which both
 // SDKs obey. Error answers carry no retry-after headers.
+//
+// Client behaviours worth knowing when testing stalls and aborts: the Go
+// SDK's streams end with the context's error; the Node SDK's "timeout" option
+// stops covering a request once headers arrive, so a stalled stream there
+// only ends through an AbortSignal (and its iterator then ends without
+// throwing) or undici's 300s body timeout. The Go SDK treats any SSE event
+// whose JSON has a top-level "error" key, even null, as a stream error, so
+// no event here carries one.
 package fakeopenai
 
 import (
@@ -50,7 +58,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net/http"
 	"strconv"
 	"strings"
@@ -146,7 +153,7 @@ func (s *Server) Requests() []Request {
 	return out
 }
 
-// Reset forgets the recorded requests.
+// Reset forgets the recorded requests (the reply set by SetReply stays).
 func (s *Server) Reset() {
 	s.mu.Lock()
 	s.reqs = nil
@@ -482,112 +489,4 @@ func (e *sse) send(event string, v any) bool {
 		return false
 	}
 	return ctx.Err() == nil
-}
-
-// chunks splits text into pieces of n runes; "" gives one empty piece.
-func chunks(text string, n int) []string {
-	if text == "" {
-		return []string{""}
-	}
-	var out []string
-	r := []rune(text)
-	for len(r) > 0 {
-		k := min(n, len(r))
-		out = append(out, string(r[:k]))
-		r = r[k:]
-	}
-	return out
-}
-
-// countTokens is the fake tokenizer: whitespace-separated words.
-func countTokens(texts ...string) int {
-	n := 0
-	for _, t := range texts {
-		n += len(strings.Fields(t))
-	}
-	return n
-}
-
-const idChars = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
-
-func randID(prefix string, n int) string {
-	b := make([]byte, n)
-	for i := range b {
-		b[i] = idChars[rand.IntN(len(idChars))]
-	}
-	return prefix + string(b)
-}
-
-// obj is a JSON object that keeps its keys in order, so answers read like
-// the real API's.
-type obj []kv
-
-type kv struct {
-	k string
-	v any
-}
-
-func (o obj) MarshalJSON() ([]byte, error) {
-	var buf bytes.Buffer
-	buf.WriteByte('{')
-	for i, f := range o {
-		if i > 0 {
-			buf.WriteByte(',')
-		}
-		k, _ := json.Marshal(f.k)
-		buf.Write(k)
-		buf.WriteByte(':')
-		v, err := marshal(f.v)
-		if err != nil {
-			return nil, err
-		}
-		buf.Write(v)
-	}
-	buf.WriteByte('}')
-	return buf.Bytes(), nil
-}
-
-// set returns o with key k set to v (replaced in place or appended).
-func (o obj) set(k string, v any) obj {
-	for i := range o {
-		if o[i].k == k {
-			o[i].v = v
-			return o
-		}
-	}
-	return append(o, kv{k, v})
-}
-
-// marshal is json.Marshal without HTML escaping and without the newline.
-func marshal(v any) ([]byte, error) {
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(v); err != nil {
-		return nil, err
-	}
-	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
-}
-
-// contentText is the text of a message "content": a string, an array of
-// parts with "text" (or "input_text"/"output_text") fields, or null.
-func contentText(raw json.RawMessage) string {
-	var s string
-	if json.Unmarshal(raw, &s) == nil {
-		return s
-	}
-	var parts []struct {
-		Text string `json:"text"`
-	}
-	if json.Unmarshal(raw, &parts) == nil {
-		var b strings.Builder
-		for i, p := range parts {
-			if i > 0 && p.Text != "" {
-				b.WriteByte(' ')
-			}
-			b.WriteString(p.Text)
-		}
-		return b.String()
-	}
-	return ""
 }
