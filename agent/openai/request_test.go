@@ -1,6 +1,7 @@
 package openai
 
 import (
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
@@ -201,5 +202,26 @@ func TestParseRequestErrors(t *testing.T) {
 			}
 			sameJSON(t, "request", got, tt.want)
 		})
+	}
+}
+
+func TestParseRequestLongURL(t *testing.T) {
+	long := "https://example.com/" + strings.Repeat("a\\/é", 3000)
+	body := `{"messages":[{"role":"user","content":[{"type":"image_url","image_url":"` + long + `"}]}]}`
+	req, err := ParseRequest(ChatCompletions, "", []byte(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := req.Messages[0].Content
+	if !strings.HasPrefix(c, "[image: https://example.com/a/éa/é") || !strings.HasSuffix(c, "…]") || len(c) > maxURLShown+20 {
+		t.Errorf("content %d bytes: %.60q…%q", len(c), c, c[len(c)-10:])
+	}
+}
+
+func TestParseRequestErrorUnwraps(t *testing.T) {
+	_, err := ParseRequest(ChatCompletions, "", []byte(`{"model":["x"]}`))
+	var te *json.UnmarshalTypeError
+	if !errors.As(err, &te) || te.Field != "model" {
+		t.Errorf("error %v does not unwrap to the field's type error", err)
 	}
 }

@@ -173,3 +173,30 @@ func TestParseStreamBodyIncomplete(t *testing.T) {
 		t.Errorf("err %v, result %+v", err, r)
 	}
 }
+
+func TestStreamAssemblerResponsesWithoutDeltas(t *testing.T) {
+	a := NewStreamAssembler(Responses, 0)
+	for _, d := range []string{
+		`{"type":"response.created","response":{"id":"resp_9","model":"gpt-5","status":"in_progress"}}`,
+		`{"type":"response.output_item.added","output_index":0,"item":{"type":"function_call","id":"fc_1","call_id":"call_1","name":"lookup","arguments":""}}`,
+		`{"type":"response.function_call_arguments.delta","output_index":0,"delta":"{\"q\":"}`,
+		`{"type":"response.function_call_arguments.delta","output_index":0,"item_id":"fc_1","delta":"1}"}`,
+		`{"type":"response.output_item.done","output_index":1,"item":{"type":"message","role":"assistant","content":[{"type":"output_text","text":"Only in the done event."},{"type":"refusal","refusal":"No."}]}}`,
+		`{"type":"response.output_item.added","output_index":2,"item":{"type":"custom_tool_call","id":"ctc_1","call_id":"call_2","name":"shell","input":""}}`,
+		`{"type":"response.custom_tool_call_input.delta","output_index":2,"item_id":"ctc_1","delta":"ls -l"}`,
+		`{"type":"response.output_item.added","output_index":3,"item":{"type":"function_call","id":"fc_2","call_id":"call_3","name":"noop"}}`,
+		`{"type":"response.function_call_arguments.done","output_index":3,"item_id":"fc_2","arguments":"{}"}`,
+		`{"type":"response.output_text.done","output_index":4,"content_index":0,"text":"Text from done."}`,
+	} {
+		a.Add(Event{Data: d})
+	}
+	sameJSON(t, "result", a.Result(), Response{ID: "resp_9", Model: "gpt-5", Status: "in_progress", UsageSource: UsageNone,
+		Choices: []Choice{{Role: "assistant", Content: "Only in the done event.\nText from done.", Refusal: "No.", ToolCalls: []ToolCall{
+			{ID: "call_1", Type: "function", Name: "lookup", Arguments: `{"q":1}`},
+			{ID: "call_2", Type: "custom", Name: "shell", Arguments: "ls -l"},
+			{ID: "call_3", Type: "function", Name: "noop", Arguments: "{}"},
+		}}}})
+	if a.Done() || a.Malformed() != 0 || !a.FirstContent() {
+		t.Errorf("done %v, malformed %d, first %v", a.Done(), a.Malformed(), a.FirstContent())
+	}
+}

@@ -23,7 +23,7 @@ func (e *Exchange) Observe(resp *http.Response, idle time.Duration, cancel func(
 	mt, _, _ := mime.ParseMediaType(out.ContentType)
 	o := &observer{e: e, body: resp.Body, out: out, idle: idle, cancel: cancel}
 	if mt == "text/event-stream" {
-		o.sse = openai.NewSSEParser(e.r.cfg.MaxBody)
+		o.sse = openai.NewSSEParser(maxEventBytes)
 		o.asm = openai.NewStreamAssembler(e.rec.Request.Endpoint, e.r.cfg.MaxEvents)
 	}
 	if idle > 0 {
@@ -31,6 +31,10 @@ func (e *Exchange) Observe(resp *http.Response, idle time.Duration, cancel func(
 	}
 	resp.Body = o
 }
+
+// maxEventBytes bounds one server-sent event as the recorder parses it; a
+// larger one (an endless line, say) is skipped and the parse error noted.
+const maxEventBytes = 4 << 20
 
 type observer struct {
 	e      *Exchange

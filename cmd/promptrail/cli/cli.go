@@ -34,6 +34,7 @@ func commands() map[string]command {
 		"run":     {"run promptrail on this host: intercept every process but itself", runHost},
 		"cleanup": {"remove the programs that a fail-closed agent left pinned", runCleanup},
 		"ca":      {"print the CA certificate that clients must trust", runCA},
+		"dev":     {"developer tools: dev fake-openai serves a fake OpenAI API", runDev},
 	}
 }
 
