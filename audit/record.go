@@ -34,7 +34,10 @@ type Record struct {
 	Connection Connection `json:"connection"`
 	Request    Request    `json:"request"`
 	Response   *Response  `json:"response,omitempty"`
-	Decision   Decision   `json:"decision"`
+	// Findings are the secrets masked in the exchange: never the secret,
+	// never a part of it.
+	Findings []Finding `json:"findings,omitempty"`
+	Decision Decision  `json:"decision"`
 	// Error says what went wrong, in words an operator can act on.
 	Error string `json:"error,omitempty"`
 }
@@ -102,9 +105,24 @@ type Response struct {
 	ParseError   string                 `json:"parse_error,omitempty"`
 }
 
+// Finding is one kind of secret found in one place of an exchange.
+type Finding struct {
+	Rule        string `json:"rule"`
+	Where       string `json:"where"`          // "request" or "response"
+	Path        string `json:"path,omitempty"` // JSON path, e.g. $.messages[0].content
+	Count       int    `json:"count"`
+	Fingerprint string `json:"fingerprint"` // 8 hex digits of HMAC-SHA256(deployment key, secret)
+	Action      string `json:"action"`      // "mask" or "block"
+}
+
 // Decision is what the agent did with the request.
 type Decision struct {
-	Action string `json:"action"` // "allow" until policy exists
+	// Action is "allow" (forwarded as sent), "mask" (forwarded with secrets
+	// masked), "block" (a rule blocks it; nothing went upstream) or
+	// "reject" (malformed or too large; nothing went upstream).
+	Action string `json:"action"`
+	// Rule names the rule behind a block.
+	Rule string `json:"rule,omitempty"`
 }
 
 // NewID returns a fresh record ID for an exchange that started at t.

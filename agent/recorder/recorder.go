@@ -104,6 +104,22 @@ func (r *Recorder) Begin(req *http.Request, body []byte, size int64, conn audit.
 // ID returns the record's ID.
 func (e *Exchange) ID() string { return e.rec.ID }
 
+// AddFindings adds what masking found; a masked request's decision
+// becomes "mask".
+func (e *Exchange) AddFindings(fs ...audit.Finding) {
+	e.rec.Findings = append(e.rec.Findings, fs...)
+	if len(fs) > 0 && e.rec.Decision.Action == "allow" {
+		e.rec.Decision.Action = "mask"
+	}
+}
+
+// Block finishes a request that a rule blocked: nothing went upstream.
+func (e *Exchange) Block(status int, rule string) {
+	e.rec.Response = &audit.Response{Status: status}
+	e.rec.Decision = audit.Decision{Action: "block", Rule: rule}
+	e.finish(false)
+}
+
 // Reject finishes a request that never went upstream (too large, bad).
 func (e *Exchange) Reject(status int, reason string) {
 	e.rec.Response = &audit.Response{Status: status}

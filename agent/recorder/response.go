@@ -107,9 +107,18 @@ func (o *observer) stalled() {
 	o.cancel()
 }
 
+// FindingsReporter is implemented by bodies that mask what passes through
+// them (package proxy's masking readers); the record gets their findings.
+type FindingsReporter interface {
+	AuditFindings() []audit.Finding
+}
+
 // Close finishes the record.
 func (o *observer) Close() error {
 	err := o.body.Close()
+	if fr, ok := o.body.(FindingsReporter); ok {
+		o.e.AddFindings(fr.AuditFindings()...)
+	}
 	if o.timer != nil {
 		o.timer.Stop()
 	}
