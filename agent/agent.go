@@ -72,6 +72,8 @@ type Config struct {
 	UpstreamIdleTimeout time.Duration
 	// Node names this node in records. Empty: the host name.
 	Node string
+	// Mask configures secret masking (on unless Mask.Disabled).
+	Mask MaskConfig
 	// Logger is the agent's logger. Nil: slog.Default().
 	Logger *slog.Logger
 }
@@ -188,9 +190,19 @@ func decryption(cfg Config, log *slog.Logger) (*proxy.DecryptConfig, func(), err
 		sink.Close()
 		return nil, nil, err
 	}
+	masker, eng, err := newMasker(cfg.Mask, cfg.DataDir)
+	if err != nil {
+		sink.Close()
+		return nil, nil, err
+	}
+	if eng != nil {
+		log.Info("masking secrets", "rules", len(eng.Rules()))
+	} else {
+		log.Warn("secret masking is off: prompts and responses pass unmasked")
+	}
 	log.Info("recording exchanges", "records", path, "ca_subject", ca.Certificate().Subject.String())
 	return &proxy.DecryptConfig{CA: ca, Recorder: rec, Upstream: up, MaxRequestBody: cfg.MaxRequestBody,
-		UpstreamIdleTimeout: cfg.UpstreamIdleTimeout}, func() { sink.Close() }, nil
+		UpstreamIdleTimeout: cfg.UpstreamIdleTimeout, Masker: masker}, func() { sink.Close() }, nil
 }
 
 // RecordsFile is where, in the data directory, records are appended as

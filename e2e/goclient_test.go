@@ -16,6 +16,13 @@ import (
 // OpenAI Go SDK with its default base URL; its value is the mode.
 const envGoClient = "PROMPTRAIL_E2E_GO_CLIENT"
 
+// envPrompt and envFakeReply let a test choose the Go client's prompt and
+// (through the fake upstream's X-Fake-Reply header) the reply.
+const (
+	envPrompt    = "PROMPTRAIL_E2E_PROMPT"
+	envFakeReply = "PROMPTRAIL_E2E_FAKE_REPLY"
+)
+
 // clientResult is what every client (Go, Node, curl) reports.
 type clientResult struct {
 	PID   int            `json:"pid"`
@@ -44,10 +51,18 @@ func goClientMain() {
 func goClient(ctx context.Context, mode string, out *clientResult) error {
 	// Default base URL and transport: only SSL_CERT_FILE (the agent's CA)
 	// and, in explicit mode, HTTPS_PROXY come from the environment.
-	client := openai.NewClient(option.WithAPIKey("sk-test-not-a-real-key"), option.WithMaxRetries(0))
+	opts := []option.RequestOption{option.WithAPIKey("sk-test-not-a-real-key"), option.WithMaxRetries(0)}
+	if reply := os.Getenv(envFakeReply); reply != "" {
+		opts = append(opts, option.WithHeader("X-Fake-Reply", reply))
+	}
+	client := openai.NewClient(opts...)
+	prompt := "Say hello from go"
+	if p := os.Getenv(envPrompt); p != "" {
+		prompt = p
+	}
 	chat := openai.ChatCompletionNewParams{
 		Model:    openai.ChatModelGPT4oMini,
-		Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("Say hello from go")},
+		Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage(prompt)},
 	}
 	switch mode {
 	case "chat":

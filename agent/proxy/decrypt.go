@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/promptrail/promptrail/agent/intercept"
+	"github.com/promptrail/promptrail/agent/mask"
 	"github.com/promptrail/promptrail/agent/recorder"
 	"github.com/promptrail/promptrail/agent/tlsca"
 	"github.com/promptrail/promptrail/audit"
@@ -40,7 +41,13 @@ type DecryptConfig struct {
 	// HandshakeTimeout bounds the client's TLS handshake and request
 	// headers. Zero: 10s.
 	HandshakeTimeout time.Duration
-	Logger           *slog.Logger
+	// Masker replaces secrets in requests before they go upstream and in
+	// responses before they reach the client. Nil: no masking.
+	Masker *mask.Masker
+	// MaxMaskedBody is the largest non-stream response masked as JSON on
+	// its decoded strings; larger ones are masked as text. Zero: 16 MiB.
+	MaxMaskedBody int64
+	Logger        *slog.Logger
 }
 
 // connInfo is what the proxy knows about a decrypted connection.
@@ -79,6 +86,9 @@ func newDecrypter(cfg DecryptConfig) (*decrypter, error) {
 	}
 	if cfg.HandshakeTimeout == 0 {
 		cfg.HandshakeTimeout = 10 * time.Second
+	}
+	if cfg.MaxMaskedBody == 0 {
+		cfg.MaxMaskedBody = 16 << 20
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -157,8 +167,23 @@ func (d *decrypter) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	body, err := io.ReadAll(io.LimitReader(r.Body, d.cfg.MaxRequestBody+1))
 	size := int64(len(body))
 	tooLarge := size > d.cfg.MaxRequestBody
-	ex := d.cfg.Recorder.Begin(r, body, size, d.connection(r, info), workload(info))
+	var (
+		findings []audit.Finding
+		blockBy  string
+	)
+	if d.cfg.Masker != nil && err == nil && !tooLarge {
+		// Masked before anything else sees it: the record and the upstream
+		// get the same, masked, body.
+		body, findings, blockBy = maskRequest(d.cfg.Masker, r, body)
+	}
+	ex := d.cfg.Recorder.Begin(r, body, int64(len(body)), d.connection(r, info), workload(info))
+	ex.AddFindings(findings...)
 	switch {
+	case blockBy != "":
+		ex.Block(http.StatusForbidden, blockBy)
+		writeAPIError(w, http.StatusForbidden, "promptrail_blocked",
+			fmt.Sprintf("promptrail: the request contains a secret that rule %s blocks; nothing was sent", blockBy))
+		return
 	case err != nil:
 		ex.Reject(http.StatusBadRequest, "reading the request body: "+err.Error())
 		writeAPIError(w, http.StatusBadRequest, "promptrail_bad_request", "promptrail: could not read the request body")
@@ -177,7 +202,7 @@ func (d *decrypter) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	out := r.WithContext(ctx)
 	out.Body = io.NopCloser(bytes.NewReader(body))
-	out.ContentLength = size
+	out.ContentLength = int64(len(body))
 	d.rp.ServeHTTP(w, out)
 }
 
@@ -207,9 +232,16 @@ func rewrite(pr *httputil.ProxyRequest) {
 }
 
 func (d *decrypter) modifyResponse(resp *http.Response) error {
-	if ec, ok := resp.Request.Context().Value(exchangeKey{}).(*exchangeCtx); ok {
-		ec.ex.Observe(resp, d.cfg.UpstreamIdleTimeout, ec.cancel)
+	ec, ok := resp.Request.Context().Value(exchangeKey{}).(*exchangeCtx)
+	if !ok {
+		return nil
 	}
+	if d.cfg.Masker != nil {
+		if err := maskResponse(d.cfg.Masker, resp, ec.ex.Endpoint(), d.cfg.MaxMaskedBody); err != nil {
+			return err
+		}
+	}
+	ec.ex.Observe(resp, d.cfg.UpstreamIdleTimeout, ec.cancel)
 	return nil
 }
 

@@ -101,6 +101,9 @@ func (r *Recorder) Begin(req *http.Request, body []byte, size int64, conn audit.
 	return e
 }
 
+// Endpoint returns the API endpoint of the request.
+func (e *Exchange) Endpoint() openai.Endpoint { return e.rec.Request.Endpoint }
+
 // ID returns the record's ID.
 func (e *Exchange) ID() string { return e.rec.ID }
 

@@ -27,6 +27,9 @@ pinned programs.`
 type agentFlags struct {
 	config, dataDir, cgroupRoot, failMode, pinPath, mark *string
 	caCert, caKey, upstreamCA, explicitListen, node      *string
+	maskRules                                            *string
+	noMask                                               *bool
+	maskDisable, maskBlock                               *settings.List
 	maxBody                                              *int
 	maxRequestBody                                       *int64
 	targets, cidrs, listen                               *settings.List
@@ -58,7 +61,13 @@ func addAgentFlags(fs *flag.FlagSet, dataDir string, failMode intercept.FailMode
 		maxBody:        fs.Int("max-body", 1<<20, "`bytes` of each request and response body kept in a record; longer ones are flagged truncated"),
 		maxRequestBody: fs.Int64("max-request-body", 32<<20, "largest request body forwarded, in `bytes`; larger requests get 413"),
 		upstreamIdle:   &durationFlag{},
+		noMask:         fs.Bool("no-mask", false, "do not mask secrets: prompts and responses pass as sent (not recommended)"),
+		maskRules:      fs.String("mask-rules", "", "YAML `file` of custom masking rules, allowlist, rules to disable or block (see README)"),
+		maskDisable:    settings.NewList(),
+		maskBlock:      settings.NewList(),
 	}
+	fs.Var(f.maskDisable, "mask-disable-rule", "`rule-id` not to apply, repeatable")
+	fs.Var(f.maskBlock, "mask-block-rule", "`rule-id` whose findings block the request (403) instead of masking it, repeatable")
 	fs.Var(f.upstreamIdle, "upstream-idle-timeout", "cancel a response (a stalled stream) after this `long` without a byte (default 5m)")
 	fs.Var(f.targets, "target", "`host[:port]` to intercept, repeatable or comma-separated; a name or an IP (port 443 if absent)")
 	fs.Var(f.cidrs, "target-cidr", "`prefix` whose addresses are targets on the target ports, repeatable")
@@ -97,6 +106,8 @@ func (f agentFlags) agentConfig() (agent.Config, error) {
 		MaxBody:             *f.maxBody,
 		MaxRequestBody:      *f.maxRequestBody,
 		UpstreamIdleTimeout: f.upstreamIdle.d,
+		Mask: agent.MaskConfig{Disabled: *f.noMask, RulesFile: *f.maskRules,
+			DisableRules: f.maskDisable.Values(), BlockRules: f.maskBlock.Values()},
 	}, nil
 }
 

@@ -1,0 +1,341 @@
+package secrets
+
+import (
+	"bytes"
+	"cmp"
+	"math"
+	"slices"
+	"unicode/utf8"
+
+	"github.com/zricethezav/gitleaks/v8/config"
+)
+
+// hit is an occurrence of a keyword of a component.
+type hit struct {
+	comp       int
+	start, end int
+}
+
+// scratch is reused by Find calls.
+type scratch struct {
+	keys []uint64
+	hits []hit
+}
+
+// Hits are collected as keys that sort by component, then start: the
+// component in the top 16 bits, the start in the next 40, the keyword's
+// length in the low 8.
+const (
+	keyCompShift  = 48
+	keyStartShift = 8
+)
+
+// Find returns the secrets in text: sorted by Start, non-overlapping (on
+// overlap it keeps the leftmost, then the longest, and extends its End to
+// the end of the matches it overlaps, so that no byte of a reported secret
+// goes unmasked), each passing its rule's entropy threshold and allowlists
+// (gitleaks' global and per-rule allowlists included; gitleaks:allow
+// comments are not honoured).
+func (e *Engine) Find(text []byte) []Match {
+	if len(text) == 0 {
+		return nil
+	}
+	sc := e.scratch.Get().(*scratch)
+	defer e.scratch.Put(sc)
+	hits := e.collectHits(text, sc)
+	var out []Match
+	for i := 0; i < len(hits); {
+		j := i + 1
+		for j < len(hits) && hits[j].comp == hits[i].comp {
+			j++
+		}
+		if c := e.comps[hits[i].comp]; c.near {
+			out = e.findNear(text, c, hits[i:j], out)
+		} else {
+			out = e.findSplit(text, c, hits[i:j], out)
+		}
+		i = j
+	}
+	return resolve(out)
+}
+
+// collectHits appends the keyword hits of every component, sorted by
+// component and position, without duplicates.
+func (e *Engine) collectHits(text []byte, sc *scratch) []hit {
+	keys := sc.keys[:0]
+	e.index.scan(text, func(start, end, k int) {
+		for _, ci := range e.kwComps[k] {
+			keys = append(keys, uint64(ci)<<keyCompShift|uint64(start)<<keyStartShift|uint64(min(end-start, 255)))
+		}
+	})
+	slices.Sort(keys)
+	hits := sc.hits[:0]
+	for i, k := range keys {
+		h := hit{comp: int(k >> keyCompShift), start: int(k >> keyStartShift & (1<<40 - 1))}
+		h.end = h.start + int(k&255)
+		if i+1 < len(keys) && keys[i+1]>>keyStartShift == k>>keyStartShift {
+			continue // the same start with a longer keyword follows
+		}
+		hits = append(hits, h)
+	}
+	sc.keys, sc.hits = keys, hits
+	return hits
+}
+
+// findSplit evaluates a component at its keyword hits: the filter at each,
+// then the rule's regex in windows around those that pass.
+func (e *Engine) findSplit(text []byte, c *component, hits []hit, out []Match) []Match {
+	r := c.rule
+	n := 0
+	for _, h := range hits {
+		if c.filter.Match(text[h.start:c.filterEnd(text, h.start)]) {
+			hits[n] = h
+			n++
+		}
+	}
+	hits = hits[:n]
+	for i := 0; i < len(hits); {
+		lo, hi := c.lowStart(text, hits[i].start), hits[i].start
+		end := c.highEnd(text, hi)
+		j := i + 1
+		for ; j < len(hits) && c.lowStart(text, hits[j].start) <= end; j++ {
+			hi = hits[j].start
+			end = max(end, c.highEnd(text, hi))
+		}
+		for pos := lo; pos <= hi; {
+			a, b := r.search(text, pos, end)
+			if a < 0 || a > hi {
+				break
+			}
+			out = e.emit(text, r, a, b, out)
+			pos = max(b, a+1)
+		}
+		i = j
+	}
+	return out
+}
+
+// filterEnd is where a filter run at a hit at h may stop reading.
+func (c *component) filterEnd(text []byte, h int) int {
+	if c.ksMax == unbounded {
+		return len(text)
+	}
+	return min(len(text), h+c.ksMax+1)
+}
+
+// lowStart is the earliest start of a match whose K·S part starts at h.
+func (c *component) lowStart(text []byte, h int) int {
+	lim := 0
+	if c.preMax != unbounded {
+		lim = max(0, h-c.preMax)
+	}
+	j := h
+	for j > lim && c.preSet.has(text[j-1]) {
+		j--
+	}
+	return j
+}
+
+// highEnd bounds the end of a match whose K·S part starts at h: one byte
+// past it (context for assertions), or the end of text.
+func (c *component) highEnd(text []byte, h int) int {
+	lim := len(text)
+	if c.ksMax != unbounded {
+		lim = min(lim, h+c.ksMax)
+	}
+	j := h
+	for j < lim && c.ksSet.has(text[j]) {
+		j++
+	}
+	return min(len(text), j+1)
+}
+
+// search returns the leftmost-first match of r in text[:end] that starts
+// at pos or later, reading text[pos-1] as context; -1, -1 if none.
+func (r *rule) search(text []byte, pos, end int) (int, int) {
+	if pos == 0 {
+		if loc := r.plain.FindIndex(text[:end]); loc != nil {
+			return loc[0], loc[1]
+		}
+		return -1, -1
+	}
+	if loc := r.ctx.FindSubmatchIndex(text[pos-1 : end]); loc != nil {
+		return pos - 1 + loc[2], pos - 1 + loc[3]
+	}
+	return -1, -1
+}
+
+// findNear evaluates a near component: matches within nearGap bytes of a
+// keyword hit.
+func (e *Engine) findNear(text []byte, c *component, hits []hit, out []Match) []Match {
+	r := c.rule
+	for i := 0; i < len(hits); {
+		zlo, zhi := max(0, hits[i].start-nearGap), min(len(text), hits[i].end+nearGap)
+		j := i + 1
+		for ; j < len(hits) && hits[j].start-nearGap <= zhi; j++ {
+			zhi = max(zhi, min(len(text), hits[j].end+nearGap))
+		}
+		lo, end := zlo, zhi
+		if r.maxLen == unbounded {
+			for lo > 0 && r.allBytes.has(text[lo-1]) {
+				lo--
+			}
+			for end < len(text) && r.allBytes.has(text[end]) {
+				end++
+			}
+		} else {
+			lo, end = max(0, zlo-r.maxLen), min(len(text), zhi+r.maxLen)
+		}
+		end = min(len(text), end+1)
+		for pos := lo; pos <= zhi; {
+			a, b := r.search(text, pos, end)
+			if a < 0 || a > zhi {
+				break
+			}
+			if b >= zlo {
+				out = e.emit(text, r, a, b, out)
+			}
+			pos = max(b, a+1)
+		}
+		i = j
+	}
+	return out
+}
+
+// emit appends the secret of the match text[a:b] of r, unless its entropy
+// is too low or an allowlist allows it. This follows gitleaks'
+// detect.Detector.detectRule: the match is trimmed of newlines, the regex
+// is matched again against the trimmed match alone, and the secret is the
+// secret group or else the first non-empty group or else the trimmed match.
+func (e *Engine) emit(text []byte, r *rule, a, b int, out []Match) []Match {
+	for a < b && text[a] == '\n' {
+		a++
+	}
+	for b > a && text[b-1] == '\n' {
+		b--
+	}
+	s0, s1 := a, b
+	if r.re.NumSubexp() > 0 {
+		if g := r.re.FindSubmatchIndex(text[a:b]); g != nil {
+			if k := r.secretGroup; k > 0 {
+				s0, s1 = a+max(g[2*k], 0), a+max(g[2*k+1], 0)
+			} else {
+				for k := 1; k <= r.re.NumSubexp(); k++ {
+					if g[2*k] >= 0 && g[2*k+1] > g[2*k] {
+						s0, s1 = a+g[2*k], a+g[2*k+1]
+						break
+					}
+				}
+			}
+		}
+	}
+	secret := text[s0:s1]
+	if r.entropy != 0 && shannonEntropy(secret) <= r.entropy {
+		return out
+	}
+	if allowed(e.allowlist, text, secret, a, b) || allowed(r.allowlists, text, secret, a, b) {
+		return out
+	}
+	if s0 == s1 || r.wholeMatch {
+		s0, s1 = a, b
+	}
+	return append(out, Match{RuleID: r.id, Start: s0, End: s1})
+}
+
+// allowed reports whether one of the allowlists allows the secret of the
+// match text[a:b], as gitleaks' checkFindingAllowed does for a fragment
+// without path and commit.
+func allowed(lists []*config.Allowlist, text, secret []byte, a, b int) bool {
+	for _, al := range lists {
+		target := secret
+		switch al.RegexTarget {
+		case "match":
+			target = text[a:b]
+		case "line":
+			target = lineAround(text, a, b)
+		}
+		regexOK := len(al.Regexes) > 0 && al.RegexAllowed(string(target))
+		stopOK := false
+		if len(al.StopWords) > 0 {
+			stopOK, _ = al.ContainsStopWord(string(secret))
+		}
+		if al.MatchCondition == config.AllowlistMatchAnd {
+			if (len(al.Regexes) == 0 || regexOK) && (len(al.StopWords) == 0 || stopOK) {
+				return true
+			}
+		} else if regexOK || stopOK {
+			return true
+		}
+	}
+	return false
+}
+
+// lineAround returns the lines holding text[a:b]: from the newline before
+// a (included, as in gitleaks' Finding.Line) to the newline after b, or on
+// the last line to a carriage return.
+func lineAround(text []byte, a, b int) []byte {
+	start := max(bytes.LastIndexByte(text[:a], '\n'), 0)
+	end := len(text)
+	if i := bytes.IndexByte(text[b:], '\n'); i >= 0 {
+		end = b + i
+	} else if i := bytes.IndexByte(text[b:], '\r'); i >= 0 {
+		end = b + i
+	}
+	return text[start:end]
+}
+
+// shannonEntropy is gitleaks' detect.shannonEntropy: over the runes of
+// data, with frequencies relative to its length in bytes.
+func shannonEntropy(data []byte) float64 {
+	if len(data) == 0 {
+		return 0
+	}
+	var ascii [utf8.RuneSelf]int
+	var other map[rune]int
+	for _, c := range string(data) {
+		if c < utf8.RuneSelf {
+			ascii[c]++
+		} else {
+			if other == nil {
+				other = map[rune]int{}
+			}
+			other[c]++
+		}
+	}
+	inv := 1.0 / float64(len(data))
+	var h float64
+	add := func(n int) {
+		if n > 0 {
+			f := float64(n) * inv
+			h -= f * math.Log2(f)
+		}
+	}
+	for _, n := range ascii {
+		add(n)
+	}
+	for _, n := range other {
+		add(n)
+	}
+	return h
+}
+
+// resolve sorts matches by start, longest first, and merges overlapping
+// ones into the first (which keeps its rule).
+func resolve(ms []Match) []Match {
+	if len(ms) == 0 {
+		return nil
+	}
+	slices.SortFunc(ms, func(x, y Match) int {
+		return cmp.Or(cmp.Compare(x.Start, y.Start), cmp.Compare(y.End, x.End))
+	})
+	out := ms[:1]
+	for _, m := range ms[1:] {
+		last := &out[len(out)-1]
+		if m.Start < last.End {
+			last.End = max(last.End, m.End)
+			continue
+		}
+		out = append(out, m)
+	}
+	return out
+}
