@@ -35,7 +35,7 @@ test:
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 20000x -count 3 ./agent/intercept/
 	$(GO) test -run '^$$' -bench BenchmarkProxy -benchtime 1x -count 3 ./e2e/
-	$(GO) test -run '^$$' -bench . -benchmem ./agent/openai/ ./agent/targets/ ./agent/proxy/
+	$(GO) test -run '^$$' -bench . -benchmem ./agent/openai/ ./agent/targets/ ./agent/proxy/ ./agent/secrets/ ./agent/mask/
 
 clean:
 	rm -rf bin
