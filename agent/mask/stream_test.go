@@ -14,8 +14,8 @@ import (
 // Text's output and findings, never emitting a byte that Text's output
 // does not have at that place (runStream).
 //
-// Under the race detector or with -short, it splits at every 16th offset
-// and makes a tenth of the random splits.
+// Under the race detector or with -short, it splits at every 16th offset,
+// not into single bytes, and makes a tenth of the random splits.
 func checkStreamCorpus(t *testing.T, m *Masker, texts map[string][]byte, randomSplits int) {
 	stride := 1
 	if raceEnabled || testing.Short() {
@@ -39,7 +39,9 @@ func checkStreamCorpus(t *testing.T, m *Masker, texts map[string][]byte, randomS
 			for k := 0; k <= len(text); k += stride {
 				check(splitAt(text, k))
 			}
-			check(splitAt(text, seq(1, len(text))...))
+			if stride == 1 {
+				check(splitAt(text, seq(1, len(text))...))
+			}
 			rng := rand.New(rand.NewPCG(uint64(len(text)), 7))
 			for range randomSplits {
 				check(splitAt(text, randomOffsets(rng, len(text))...))

@@ -30,6 +30,7 @@ type maskedSSE struct {
 	ss     *mask.StreamSet
 	parser *openai.SSEParser
 	buf    []byte
+	unfed  []byte // read from upstream, not yet parsed
 	out    bytes.Buffer
 	done   bool
 	err    error
@@ -48,19 +49,26 @@ func newMaskedSSE(src io.ReadCloser, ep openai.Endpoint, m *mask.Masker) *masked
 
 func (s *maskedSSE) Read(p []byte) (int, error) {
 	for s.out.Len() == 0 && !s.done {
-		n, err := s.src.Read(s.buf)
-		if n > 0 {
-			if ferr := s.parser.Feed(s.buf[:n], s.event); ferr != nil && !errors.Is(ferr, openai.ErrEventTooLarge) {
-				s.fail(ferr)
+		if len(s.unfed) == 0 {
+			n, err := s.src.Read(s.buf)
+			s.unfed = s.buf[:n]
+			if errors.Is(err, io.EOF) && n == 0 {
+				s.flushAll()
+				s.done = true
+				break
+			} else if err != nil && !errors.Is(err, io.EOF) {
+				s.fail(err)
 				break
 			}
 		}
-		if errors.Is(err, io.EOF) {
-			s.flushAll()
-			s.done = true
-		} else if err != nil {
-			s.fail(err)
+		// One event at a time: a read that brought a burst of events must not
+		// hold the first one back until the last is masked.
+		n := eventEnd(s.unfed)
+		if ferr := s.parser.Feed(s.unfed[:n], s.event); ferr != nil && !errors.Is(ferr, openai.ErrEventTooLarge) {
+			s.fail(ferr)
+			break
 		}
+		s.unfed = s.unfed[n:]
 	}
 	if s.out.Len() > 0 {
 		return s.out.Read(p)
@@ -69,6 +77,20 @@ func (s *maskedSSE) Read(p []byte) (int, error) {
 		return 0, s.err
 	}
 	return 0, io.EOF
+}
+
+// eventEnd returns the length of b up to and including the blank line
+// that ends its first event, or len(b) if none does.
+func eventEnd(b []byte) int {
+	for i := 0; i+1 < len(b); i++ {
+		if b[i] == '\n' && (b[i+1] == '\n' || (b[i+1] == '\r' && i+2 < len(b) && b[i+2] == '\n')) {
+			if b[i+1] == '\n' {
+				return i + 2
+			}
+			return i + 3
+		}
+	}
+	return len(b)
 }
 
 // fail drops held text: it is never flushed unmasked.

@@ -165,6 +165,14 @@ type split struct {
 // keywords.
 func (r *rule) decompose(elems []elem, depth int) []split {
 	if sp, ok := splitAt(elems, r.keywords); ok {
+		// A match may start arbitrarily far before a keyword that comes late
+		// in the regex (kubernetes-secret-yaml's data-before-kind form):
+		// literals every match starts with bound the window better.
+		if r.source == sourceGitleaks && depth <= 1 && maxLen(concatElems(sp.elems[:sp.at])) == unbounded {
+			if d, ok := splitDerived(elems); ok && maxLen(concatElems(d.elems[:d.at])) != unbounded {
+				return []split{d}
+			}
+		}
 		return []split{sp}
 	}
 	var dist []split
@@ -218,21 +226,25 @@ func splitAt(elems []elem, keywords []string) (split, bool) {
 }
 
 // splitDerived finds the place in elems from which every match starts with
-// one of at most 16 literals, as long as possible, and uses those literals
-// as keywords.
+// one of at most 16 literals, and uses those literals as keywords: the
+// place with the longest literals among those where P is bounded, if any.
 func splitDerived(elems []elem) (split, bool) {
-	best, bestLen := split{}, 0
+	best, bestScore := split{}, 0
 	for i := range elems {
 		set := prefixSet(concatElems(elems[i:]))
-		for l := 16; l > bestLen; l-- {
+		bonus := 0
+		if maxLen(concatElems(elems[:i])) != unbounded {
+			bonus = 100
+		}
+		for l := 16; l > 0 && l+bonus > bestScore; l-- {
 			cut := truncateSet(set, l)
 			if len(cut) > 0 && len(cut) <= 16 && minLen(cut) == l && !slices.ContainsFunc(cut, tooCommon) {
-				best, bestLen = split{elems: elems, at: i, keywords: cut, derived: true}, l
+				best, bestScore = split{elems: elems, at: i, keywords: cut, derived: true}, l+bonus
 				break
 			}
 		}
 	}
-	return best, bestLen > 0
+	return best, bestScore > 0
 }
 
 // tooCommon reports whether a derived keyword would occur too often in

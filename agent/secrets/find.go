@@ -95,10 +95,10 @@ func (e *Engine) findSplit(text []byte, c *component, hits []hit, out []Match) [
 	}
 	hits = hits[:n]
 	for i := 0; i < len(hits); {
-		lo, hi := c.lowStart(text, hits[i].start), hits[i].start
+		lo, hi := c.lowStart(text, hits[i].start, 0), hits[i].start
 		end := c.highEnd(text, hi)
 		j := i + 1
-		for ; j < len(hits) && c.lowStart(text, hits[j].start) <= end; j++ {
+		for ; j < len(hits) && c.lowStart(text, hits[j].start, end) <= end; j++ {
 			hi = hits[j].start
 			end = max(end, c.highEnd(text, hi))
 		}
@@ -123,11 +123,12 @@ func (c *component) filterEnd(text []byte, h int) int {
 	return min(len(text), h+c.ksMax+1)
 }
 
-// lowStart is the earliest start of a match whose K·S part starts at h.
-func (c *component) lowStart(text []byte, h int) int {
-	lim := 0
+// lowStart is the earliest start of a match whose K·S part starts at h,
+// or floor if that is earlier.
+func (c *component) lowStart(text []byte, h, floor int) int {
+	lim := floor
 	if c.preMax != unbounded {
-		lim = max(0, h-c.preMax)
+		lim = max(lim, h-c.preMax)
 	}
 	j := h
 	for j > lim && c.preSet.has(text[j-1]) {

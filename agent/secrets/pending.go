@@ -57,7 +57,7 @@ func (c *component) pendingHit(text []byte, start, end int) int {
 		return n
 	}
 	if c.pPolicy == pGeneral {
-		return c.lowStart(text, start)
+		return c.lowStart(text, start, 0)
 	}
 	return start
 }
@@ -83,7 +83,7 @@ func (c *component) pendingFuture(text []byte) int {
 	}
 	// Look back at most maxPending bytes: a streaming masker masks text
 	// held longer than that anyway.
-	j := max(c.lowStart(text, n), n-maxPending)
+	j := max(c.lowStart(text, n, 0), n-maxPending)
 	if j == n {
 		return n
 	}
