@@ -215,8 +215,8 @@ func (s *echoServer) seen() []string {
 // node is a cgroup root for one test, with a cgroup for the agent and one
 // for clients under it, as a node's kubepods and system slices are.
 type node struct {
-	root, agent, client string
-	pinPath, dataDir    string
+	root, agent, client          string
+	pinPath, dataDir, resolvConf string
 }
 
 func newNode(t *testing.T) *node {
@@ -228,12 +228,25 @@ func newNode(t *testing.T) *node {
 	promptrail(t)
 	n.pinPath = kerneltest.PinDir(t, removePins)
 	n.dataDir = t.TempDir()
+	n.resolvConf = deadResolver(t)
 	return n
+}
+
+// deadResolver writes a resolv.conf whose nameserver is a loopback address
+// where nothing listens: the agent's own lookups stay on this machine and
+// fail at once, so targets come only from what a test configures.
+func deadResolver(t testing.TB) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "resolv.conf")
+	if err := os.WriteFile(p, []byte("nameserver 127.0.1.54\noptions timeout:1 attempts:1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
 
 // agentArgs are the flags that point an agent at this node.
 func (n *node) agentArgs(extra ...string) []string {
-	return append([]string{"--cgroup-root", n.root, "--pin-path", n.pinPath, "--data-dir", n.dataDir}, extra...)
+	return append([]string{"--cgroup-root", n.root, "--pin-path", n.pinPath, "--data-dir", n.dataDir, "--resolv-conf", n.resolvConf}, extra...)
 }
 
 // removePins is `promptrail cleanup`, run as a user would.

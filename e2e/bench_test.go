@@ -39,7 +39,7 @@ func BenchmarkProxy(b *testing.B) {
 	fake := fakeopenai.NewTLSServer(b, fakeopenai.Config{Reply: strings.Repeat("word ", 40)}, "127.0.1.6:443")
 	upCA := filepath.Join(b.TempDir(), "up.pem")
 	os.WriteFile(upCA, fake.CAPEM, 0o644)
-	a := startAgent(b, n.agent, "--cgroup-root", n.root, "--data-dir", n.dataDir, "--fail-mode", "fail-open", "--capture-dns=false",
+	a := startAgent(b, n.agent, "--cgroup-root", n.root, "--data-dir", n.dataDir, "--resolv-conf", deadResolver(b), "--fail-mode", "fail-open", "--capture-dns=false",
 		"--target", "api.openai.com:443", "--target-cidr", "127.0.1.6/32", "--upstream-ca", upCA,
 		"--proxy-listen", "127.0.0.1:15120", "--pin-path", "/sys/fs/bpf/promptrail-bench-"+strconv.Itoa(os.Getpid()))
 	agentCA, err := os.ReadFile(filepath.Join(n.dataDir, "ca.crt"))

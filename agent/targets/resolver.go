@@ -47,8 +47,25 @@ func NewDNSResolver(resolvConf string) Resolver {
 	return &dnsResolver{
 		resolvConf: resolvConf,
 		timeout:    dnsServerTimeout,
-		lookupIP:   net.DefaultResolver.LookupNetIP,
+		lookupIP:   hostsThenServers(resolvConf),
 	}
+}
+
+// hostsThenServers is the fallback lookup: Go's resolver, which reads
+// /etc/hosts first, sending its DNS queries to the nameservers of
+// resolvConf rather than the system's, so that a resolv.conf given to the
+// agent is the only place its queries go.
+func hostsThenServers(resolvConf string) func(ctx context.Context, network, host string) ([]netip.Addr, error) {
+	conf, err := dns.ClientConfigFromFile(resolvConf)
+	if err != nil || len(conf.Servers) == 0 {
+		return net.DefaultResolver.LookupNetIP
+	}
+	server := net.JoinHostPort(conf.Servers[0], conf.Port)
+	r := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, network, server)
+	}}
+	return r.LookupNetIP
 }
 
 // Resolve implements Resolver.

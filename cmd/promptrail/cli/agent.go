@@ -27,7 +27,7 @@ pinned programs.`
 type agentFlags struct {
 	config, dataDir, cgroupRoot, failMode, pinPath, mark *string
 	caCert, caKey, upstreamCA, explicitListen, node      *string
-	maskRules                                            *string
+	maskRules, resolvConf                                *string
 	noMask                                               *bool
 	maskDisable, maskBlock                               *settings.List
 	maxBody                                              *int
@@ -61,6 +61,7 @@ func addAgentFlags(fs *flag.FlagSet, dataDir string, failMode intercept.FailMode
 		maxBody:        fs.Int("max-body", 1<<20, "`bytes` of each request and response body kept in a record; longer ones are flagged truncated"),
 		maxRequestBody: fs.Int64("max-request-body", 32<<20, "largest request body forwarded, in `bytes`; larger requests get 413"),
 		upstreamIdle:   &durationFlag{},
+		resolvConf:     fs.String("resolv-conf", "/etc/resolv.conf", "resolver configuration `file` whose nameservers resolve target names"),
 		noMask:         fs.Bool("no-mask", false, "do not mask secrets: prompts and responses pass as sent (not recommended)"),
 		maskRules:      fs.String("mask-rules", "", "YAML `file` of custom masking rules, allowlist, rules to disable or block (see README)"),
 		maskDisable:    settings.NewList(),
@@ -103,6 +104,7 @@ func (f agentFlags) agentConfig() (agent.Config, error) {
 		UpstreamCA:          *f.upstreamCA,
 		ExplicitProxyListen: *f.explicitListen,
 		Node:                *f.node,
+		DNSResolvConf:       *f.resolvConf,
 		MaxBody:             *f.maxBody,
 		MaxRequestBody:      *f.maxRequestBody,
 		UpstreamIdleTimeout: f.upstreamIdle.d,
