@@ -161,13 +161,11 @@ func (s *maskedSSE) event(ev openai.Event) {
 	}
 }
 
-// whole masks a complete JSON document.
+// whole masks a complete JSON document; one that is not valid JSON
+// comes back masked as text, never as it was.
 func (s *maskedSSE) whole(data []byte) []byte {
-	masked, f, err := s.m.JSON("response", data)
+	masked, f, _ := s.m.JSON("response", data)
 	s.findings = append(s.findings, f...)
-	if err != nil {
-		return data
-	}
 	return masked
 }
 
