@@ -43,14 +43,17 @@ func benchStream(b *testing.B, m *Masker, text []byte, n int) {
 // cost).
 func BenchmarkStreamNoSecret(b *testing.B) {
 	text := bytes.Repeat(corpus(b)["clean_prose.txt"], 20)
-	b.Run("test-detector", func(b *testing.B) { benchStream(b, newTestMasker(1<<16), text, 5) })
 	b.Run("null-detector", func(b *testing.B) { benchStream(b, New(nullDetector{}, testKey()), text, 5) })
+	b.Run("test-detector", func(b *testing.B) { benchStream(b, newTestMasker(1<<16), text, 5) })
+	b.Run("engine", func(b *testing.B) { benchStream(b, newEngineMasker(b), text, 5) })
 }
 
-// BenchmarkStreamSecrets: the same for text with secrets, which the stream
-// holds while they arrive.
+// BenchmarkStreamSecrets: the same for text with secrets (two private keys
+// in 1.2 KB), which the stream holds while they arrive.
 func BenchmarkStreamSecrets(b *testing.B) {
-	benchStream(b, newTestMasker(1<<16), corpus(b)["pem_in_prose.txt"], 5)
+	text := corpus(b)["pem_in_prose.txt"]
+	b.Run("test-detector", func(b *testing.B) { benchStream(b, newTestMasker(1<<16), text, 5) })
+	b.Run("engine", func(b *testing.B) { benchStream(b, newEngineMasker(b), text, 5) })
 }
 
 // chatRequest returns a chat request of about size bytes, with secret in
@@ -81,12 +84,17 @@ func chatRequest(size int, secret string) []byte {
 }
 
 func BenchmarkJSONRequest(b *testing.B) {
-	m := newTestMasker(1 << 16)
-	for _, bc := range []struct{ name, secret string }{
-		{"clean", "nothing to see"},
-		{"secret", "sk-abcdefghijklmnopqrstuvwxyz0123456789"},
+	for _, bc := range []struct {
+		name, secret string
+		m            *Masker
+	}{
+		{"test-detector/clean", "nothing to see", newTestMasker(1 << 16)},
+		{"test-detector/secret", "sk-abcdefghijklmnopqrstuvwxyz0123456789", newTestMasker(1 << 16)},
+		{"engine/clean", "nothing to see", newEngineMasker(b)},
+		{"engine/secret", "ghp_Zx8kQ2mR7vT4nB9wL3pY6sD1fH5jK0aC2eG7", newEngineMasker(b)},
 	} {
 		doc := chatRequest(4096, bc.secret)
+		m := bc.m
 		b.Run(fmt.Sprintf("%s-%dB", bc.name, len(doc)), func(b *testing.B) {
 			b.SetBytes(int64(len(doc)))
 			b.ReportAllocs()

@@ -21,9 +21,10 @@ type Detector interface {
 // held text is then masked, not released: it starts with what could be the
 // start of a secret (an opener such as "-----BEGIN PRIVATE KEY-----" that
 // has not closed yet), so the Stream masks it and goes on dropping what
-// arrives until the detector no longer considers that start pending. If
-// the text then turned out to be a secret, its end is dropped with it; if
-// the stream ends first, everything from the start is dropped. A capped
+// arrives, keeping only the first KiB of the held text and the latest 3
+// KiB, until the detector no longer considers that start pending in them.
+// If the text then turned out to be a secret, its end is dropped with it;
+// if the stream ends first, everything from the start is dropped. A capped
 // Stream's output is thus not Masker.Text of the whole text: it masks more.
 const HeldTextCapRule = "held-text-cap"
 

@@ -36,13 +36,16 @@
 // What a Stream needs of a Detector: Find reports a match independently of
 // the text before it, other than a few bytes (word-boundary checks) and the
 // matches that precede it; and Pending(t) = p means that, whatever text is
-// appended to t, Find reports the same matches starting before p. The
-// Stream emits the masked text up to p (or to the end of a match that p
-// falls into) and runs the detector again on what follows, preceded by the
-// last 32 emitted bytes as context. A match that reaches from that context
-// into the held text is one that Masker.Text would not have reported, so
-// the held text is then searched without context. A detector that breaks
-// these rules can make a Stream's output differ from Masker.Text's.
+// appended to t, Find reports the same matches starting before p, and
+// context that a match needs before its start (a keyword) is not before p.
+// The Stream emits the masked text up to p, or to the end of a match that
+// p falls into, but never a match that reaches the end of the text it has
+// (which could still grow); then it runs the detector again on what
+// follows, preceded by the last 64 emitted bytes as context. A match that
+// reaches from that context into the held text shows that Pending released
+// the start of a secret: the rest of it is masked. A detector that breaks
+// these rules makes a Stream's output differ from Masker.Text's, and can
+// make it leak what Pending released.
 package mask
 
 import "errors"

@@ -17,8 +17,9 @@ import (
 //
 // The findings' paths name the string values ($.messages[0].content,
 // $.metadata['a key']). A document that is not valid JSON is masked as
-// plain text (with no paths) and the error wraps ErrInvalidJSON; escaped
-// secrets in it may then be missed.
+// plain text (with no paths) and the error wraps ErrInvalidJSON: masked is
+// then what to forward, if anything, but secrets written with escapes may
+// have been missed.
 func (m *Masker) JSON(where string, doc []byte) (masked []byte, findings []Finding, err error) {
 	if !json.Valid(doc) {
 		masked, findings = m.Text(where, "", doc)

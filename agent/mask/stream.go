@@ -7,9 +7,25 @@ import (
 )
 
 // ctxLen is how many bytes of already emitted text a Stream keeps in front
-// of the text it holds, so that the detector sees the byte before the held
-// text (for word-boundary checks) as Masker.Text would.
-const ctxLen = 32
+// of the text it holds, so that the detector sees what comes before the
+// held text (a word boundary, a keyword) as Masker.Text would.
+const ctxLen = 64
+
+// While a Stream holds more than evalAlways bytes, it runs the detector
+// again only once the held text has grown by 1/evalFraction since it last
+// did (or outgrew MaxPending), so that a long held text costs the detector
+// O(n log n) work, not O(n²).
+const (
+	evalAlways   = 1 << 10
+	evalFraction = 16
+)
+
+// In capped mode a Stream keeps at most capHead bytes of the start of the
+// capped text and capTail bytes of the latest text.
+const (
+	capHead = 1 << 10
+	capTail = 3 << 10
+)
 
 // Stream masks text that arrives in chunks, such as the content deltas of one
 // choice of a streamed completion. Write returns at once the masked text up
@@ -20,6 +36,13 @@ const ctxLen = 32
 // of the whole text, byte for byte, as long as the held text never outgrows
 // Detector.MaxPending (see HeldTextCapRule for what happens then).
 //
+// The detector looks at the held text (and a few bytes before it) on every
+// Write while the Stream holds at most 1 KiB, which is always the case for
+// text without secrets. Beyond that it looks again only after the held text
+// has grown by a sixteenth, so that a long secret arriving in small deltas
+// does not cost time quadratic in its length; the text that follows such a
+// secret is then released up to that much later.
+//
 // A Stream is not safe for concurrent use.
 type Stream struct {
 	m           *Masker
@@ -28,11 +51,12 @@ type Stream struct {
 	// buf holds ctx bytes of emitted text, then the held text; while
 	// capped (head > 0), buf[:head] is the start of the capped text and
 	// buf[head:] the latest text after it.
-	buf  []byte
-	ctx  int
-	head int
-	done bool
-	fs   findingSet
+	buf   []byte
+	ctx   int
+	head  int
+	fresh int // bytes received since the detector last ran
+	done  bool
+	fs    findingSet
 }
 
 // NewStream returns a Stream whose findings carry where and path.
@@ -48,6 +72,11 @@ func (s *Stream) Write(chunk []byte) (emit []byte) {
 		return nil
 	}
 	s.buf = append(s.buf, chunk...)
+	s.fresh += len(chunk)
+	if h := s.Held(); h > evalAlways && h <= s.max && s.fresh < h/evalFraction {
+		return nil
+	}
+	s.fresh = 0
 	if s.head > 0 {
 		return s.capped(nil, false)
 	}
@@ -107,7 +136,7 @@ func (s *Stream) step(out []byte, final bool) []byte {
 	}
 	if cut > n {
 		var ms []secrets.Match
-		ms, cut = s.region(win, n, cut)
+		ms, cut = s.region(win, n, cut, final)
 		out = s.m.appendMasked(out, win, n, cut, ms, s.where, s.path, &s.fs)
 	}
 	if !final && len(win)-cut > s.max {
@@ -133,28 +162,26 @@ func runeStart(win []byte, n, cut int) int {
 	return cut
 }
 
-// region returns the matches to apply to win[n:cut] and the cut moved to
-// the end of a match that reaches over it. If a match reaches from the
-// context into the held text, which Masker.Text would not have found (the
-// context is cut short, or the match overlapped one that Text reported, or
-// the detector is inconsistent), the held text is searched without context.
-func (s *Stream) region(win []byte, n, cut int) ([]secrets.Match, int) {
-	all, off := normalize(s.m.d.Find(win), len(win)), 0
-	for _, x := range all {
-		if x.Start < n && x.End > n {
-			all, off = normalize(s.m.d.Find(win[n:]), len(win)-n), n
-			break
-		}
-	}
+// region returns the matches to apply to win[n:cut] and the cut moved over
+// a match that it falls into, to the end of the match. Unless final, a
+// match that reaches the end of win could still grow, so the cut moves
+// back to its start (Pending should have said so). A match that reaches
+// from the context into the held text means that Pending released the
+// start of a secret (or that the detector reports a match here that
+// Masker.Text would not): its part in the held text is masked.
+func (s *Stream) region(win []byte, n, cut int, final bool) ([]secrets.Match, int) {
 	var ms []secrets.Match
-	for _, x := range all {
-		x.Start, x.End = x.Start+off, x.End+off
+	for _, x := range normalize(s.m.d.Find(win), len(win)) {
 		if x.End <= n {
 			continue
 		}
 		if x.Start >= cut {
 			break
 		}
+		if !final && x.End == len(win) {
+			return ms, max(x.Start, n)
+		}
+		x.Start = max(x.Start, n)
 		cut = max(cut, x.End)
 		ms = append(ms, x)
 	}
@@ -186,15 +213,15 @@ func (s *Stream) drop(cut, keep int) {
 func (s *Stream) startCap(out []byte, cut int) []byte {
 	out = s.m.appendMarker(out, HeldTextCapRule, s.buf[cut:], s.where, s.path, &s.fs)
 	s.drop(cut, 0)
-	s.head = max(runeStart(s.buf, 1, min(len(s.buf), s.max/2)), 1)
+	s.head = max(runeStart(s.buf, 1, min(len(s.buf), s.max/2, capHead)), 1)
 	s.trimTail()
 	return out
 }
 
-// trimTail keeps, after the head, only the latest max-head bytes (from
-// the start of a UTF-8 sequence).
+// trimTail keeps, after the head, only the latest max-head (at most
+// capTail) bytes, from the start of a UTF-8 sequence.
 func (s *Stream) trimTail() {
-	tail := max(s.max-s.head, 1)
+	tail := max(min(s.max-s.head, capTail), 1)
 	extra := len(s.buf) - s.head - tail
 	if extra <= 0 {
 		return

@@ -413,6 +413,19 @@ func unfold(re *syntax.Regexp) *syntax.Regexp {
 	})
 }
 
+// loosen replaces counted repetitions with a large maximum, x{n,m}, by
+// x{n,}: the result matches at least what re matches, and Go's regexp runs
+// it with far fewer threads (one per count otherwise). Filters, which only
+// need to reject, use it.
+func loosen(re *syntax.Regexp) *syntax.Regexp {
+	return transform(re, func(n *syntax.Regexp) *syntax.Regexp {
+		if n.Op == syntax.OpRepeat && n.Max > 4 {
+			n.Max = -1
+		}
+		return n
+	})
+}
+
 // sortClass sorts the ranges of a character class by their low end.
 func sortClass(class []rune) []rune {
 	for i := 2; i < len(class); i += 2 {
@@ -525,4 +538,54 @@ func prefixLang(re *syntax.Regexp) *syntax.Regexp {
 		return alt(subs...)
 	}
 	return empty
+}
+
+// prefixPlus is prefixLang without the empty string: the non-empty
+// prefixes of the matches of re (no assertions, no captures).
+func prefixPlus(re *syntax.Regexp) *syntax.Regexp {
+	alt := func(subs ...*syntax.Regexp) *syntax.Regexp {
+		return &syntax.Regexp{Op: syntax.OpAlternate, Sub: subs}
+	}
+	cat := func(subs ...*syntax.Regexp) *syntax.Regexp {
+		return &syntax.Regexp{Op: syntax.OpConcat, Sub: subs}
+	}
+	switch re.Op {
+	case syntax.OpLiteral:
+		if len(re.Rune) == 0 {
+			break
+		}
+		first := &syntax.Regexp{Op: syntax.OpLiteral, Flags: re.Flags, Rune: re.Rune[:1]}
+		rest := &syntax.Regexp{Op: syntax.OpLiteral, Flags: re.Flags, Rune: re.Rune[1:]}
+		return cat(first, prefixLang(rest))
+	case syntax.OpCharClass, syntax.OpAnyChar, syntax.OpAnyCharNotNL:
+		return re
+	case syntax.OpStar, syntax.OpPlus:
+		return cat(&syntax.Regexp{Op: syntax.OpStar, Flags: re.Flags, Sub: []*syntax.Regexp{re.Sub[0]}}, prefixPlus(re.Sub[0]))
+	case syntax.OpQuest:
+		return prefixPlus(re.Sub[0])
+	case syntax.OpRepeat:
+		if re.Max == 0 {
+			break
+		}
+		rep := &syntax.Regexp{Op: syntax.OpRepeat, Flags: re.Flags, Min: 0, Max: re.Max - 1, Sub: []*syntax.Regexp{re.Sub[0]}}
+		if re.Max < 0 {
+			rep = &syntax.Regexp{Op: syntax.OpStar, Flags: re.Flags, Sub: []*syntax.Regexp{re.Sub[0]}}
+		}
+		return cat(rep, prefixPlus(re.Sub[0]))
+	case syntax.OpConcat:
+		if len(re.Sub) == 0 {
+			break
+		}
+		if len(re.Sub) == 1 {
+			return prefixPlus(re.Sub[0])
+		}
+		return alt(prefixPlus(re.Sub[0]), cat(re.Sub[0], prefixPlus(concat(re.Sub[1:]))))
+	case syntax.OpAlternate:
+		subs := make([]*syntax.Regexp, len(re.Sub))
+		for i, s := range re.Sub {
+			subs[i] = prefixPlus(s)
+		}
+		return alt(subs...)
+	}
+	return &syntax.Regexp{Op: syntax.OpNoMatch}
 }

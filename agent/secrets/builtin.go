@@ -49,7 +49,7 @@ func compileBuiltin() (*builtinSet, error) {
 // the same.
 func gitleaksConfig() (config.Config, error) {
 	var vc config.ViperConfig
-	if err := toml.Unmarshal([]byte(config.DefaultConfig), &vc); err != nil {
+	if err := tomlUnmarshal([]byte(config.DefaultConfig), &vc); err != nil {
 		return config.Config{}, fmt.Errorf("secrets: decoding gitleaks' default config: %w", err)
 	}
 	cfg, err := vc.Translate()
@@ -58,6 +58,9 @@ func gitleaksConfig() (config.Config, error) {
 	}
 	return cfg, nil
 }
+
+// tomlUnmarshal decodes TOML.
+func tomlUnmarshal(data []byte, v any) error { return toml.Unmarshal(data, v) }
 
 // wholeMatchRule reports whether id is a gitleaks rule without a secret
 // group whose first non-empty capture group, which gitleaks reports as the

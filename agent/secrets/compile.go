@@ -50,10 +50,17 @@ type rule struct {
 	// prefilter is the keywords of the components: the rule's keywords,
 	// or literals of its regex (see decompose).
 	prefilter []string
+	// full is the regex with case-insensitive literals as classes (the
+	// same matches and groups, faster).
+	full *regexp.Regexp
 	// Searching: plain finds a match from the start of a slice; ctx finds
 	// the leftmost match after the slice's first byte, which it reads only
 	// as context for assertions (group 1 is the match).
 	plain, ctx *regexp.Regexp
+	// anch0 and anch are plain and ctx anchored at the start (after the
+	// context byte), with the rule's capture groups (in anch, shifted by
+	// one).
+	anch0, anch *regexp.Regexp
 	// tailAlive matches, for Pending of a near rule, a tail of the text
 	// that is a prefix of a match or a match followed by at most nearGap
 	// runes (assertions ignored).
@@ -74,11 +81,18 @@ type component struct {
 	near     bool
 	filter   *regexp.Regexp // \A(?:K·S), leading assertions dropped, no captures
 	alive    *regexp.Regexp // \A(?:prefixes of K·S)\z, for Pending
-	preTail  *regexp.Regexp // (?:prefixes of P)\z, for Pending of pGeneral
-	preMax   int            // longest P
-	preSet   byteSet        // bytes of P
-	ksMax    int            // longest K·S
-	ksSet    byteSet        // bytes of K·S
+	preTail  *regexp.Regexp // (?:prefixes of P')\z, for Pending of pGeneral
+	pFull    *regexp.Regexp // (?:P')\z: P' must precede a keyword hit
+	required []requiredLiteral
+	quick    *regexp.Regexp // a head of the filter, or nil
+	gate     gate
+	pFullMax int
+	preMax   int     // longest P
+	preSet   byteSet // bytes of P
+	pendMax  int     // longest P', the part of P Pending holds
+	pendSet  byteSet // bytes of P'
+	ksMax    int     // longest K·S
+	ksSet    byteSet // bytes of K·S
 	pPolicy  int
 }
 
@@ -110,12 +124,22 @@ func (r *rule) compile() error {
 	if err != nil {
 		return err
 	}
+	if r.full, err = regexp.Compile(unfold(tree).String()); err != nil {
+		return err
+	}
 	bare := unfold(stripCaptures(tree))
 	r.maxLen, r.allBytes = maxLen(tree), bytesOf(tree)
 	if r.plain, err = regexp.Compile(bare.String()); err != nil {
 		return err
 	}
 	if r.ctx, err = regexp.Compile(`\A(?s:.)(?s:.)*?(` + bare.String() + `)`); err != nil {
+		return err
+	}
+	caps := unfold(tree).String()
+	if r.anch, err = regexp.Compile(`\A(?s:.)(` + caps + `)`); err != nil {
+		return err
+	}
+	if r.anch0, err = regexp.Compile(`\A(?:` + caps + `)`); err != nil {
 		return err
 	}
 	var near bool
@@ -131,10 +155,15 @@ func (r *rule) compile() error {
 		r.comps = append(r.comps, c)
 	}
 	if near {
-		loose := stripAssertions(bare)
+		// Assertions before the first byte of a match are known.
+		elems, lead := flatten(bare, false), 0
+		for lead < len(elems) && isAssertion(elems[lead].re) {
+			lead++
+		}
+		loose := stripAssertions(concatElems(elems[lead:]))
 		r.comps = append(r.comps, &component{rule: r, keywords: r.keywords, near: true})
-		r.tailAlive, err = regexp.Compile(fmt.Sprintf(`(?:(?:%s)(?s:.){0,%d}|(?:%s))\z`,
-			loose, nearGap, prefixLang(loose)))
+		r.tailAlive, err = regexp.Compile(fmt.Sprintf(`%s(?:(?:%s)(?s:.){0,%d}|(?:%s))\z`,
+			concatElems(elems[:lead]), loose, nearGap, prefixPlus(loose)))
 	}
 	var kws []string
 	for _, c := range r.comps {
@@ -273,41 +302,118 @@ func minLen(set []string) int {
 	return m
 }
 
+// contextBytes is how much released text Pending assumes a streaming
+// masker keeps in front of the text it holds and passes to Find with it
+// (agent/mask keeps 32 bytes): a short part of a match before the secret
+// (a delimiter, "Bearer ") may be released.
+const contextBytes = 16
+
 // component compiles the component of split sp.
 func (r *rule) component(sp split) (*component, error) {
 	c := &component{rule: r, keywords: sp.keywords}
 	p, ks := concatElems(sp.elems[:sp.at]), concatElems(sp.elems[sp.at:])
-	pCaptures := false
-	for _, e := range sp.elems[:sp.at] {
-		pCaptures = pCaptures || e.inCapture || has(e.re, isCapture)
-	}
 	c.preMax, c.preSet = maxLen(p), bytesOf(p)
 	c.ksMax, c.ksSet = maxLen(ks), bytesOf(ks)
 	var err error
-	filter := unfold(stripCaptures(stripLeadingAssertions(ks)))
+	// Loosened filters may match further than K·S: only where the filter
+	// reads a bounded slice.
+	maybeLoosen := func(re *syntax.Regexp) *syntax.Regexp {
+		if c.ksMax == unbounded {
+			return re
+		}
+		return loosen(re)
+	}
+	filter := maybeLoosen(unfold(stripCaptures(stripLeadingAssertions(ks))))
 	if c.filter, err = regexp.Compile(`\A(?:` + filter.String() + `)`); err != nil {
 		return nil, err
 	}
-	alive := prefixLang(stripAssertions(stripCaptures(ks)))
+	alive := maybeLoosen(prefixLang(stripAssertions(stripCaptures(ks))))
 	if c.alive, err = regexp.Compile(`\A(?:` + alive.String() + `)\z`); err != nil {
 		return nil, err
 	}
+	c.required = requiredLiterals(sp.elems[sp.at:])
+	if c.quick, err = quickFilter(sp.elems[sp.at:], maybeLoosen); err != nil {
+		return nil, err
+	}
+	c.gate = newGate(sp.elems[sp.at:])
+	return c, c.pendingPolicy(sp)
+}
+
+// pendingPolicy decides how much of P Pending holds. If the secret is a
+// capture group, the head of P that matches the empty string without
+// captures and assertions (gitleaks' [\w.-]{0,50}? before the keyword)
+// can be dropped: the secret is the same without it. So can a short part
+// before the secret (a delimiter, "Bearer "): it is in the caller's
+// context. What remains must be held.
+func (c *component) pendingPolicy(sp split) error {
+	r := c.rule
+	pe := sp.elems[:sp.at]
+	plain := func(e elem) bool { return !e.inCapture && !has(e.re, isCapture) }
+	var head []elem
+	if r.re.NumSubexp() > 0 && !r.wholeMatch {
+		for len(pe) > 0 && plain(pe[0]) && nullableBare(pe[0].re) && !has(pe[0].re, isAssertion) {
+			pe = pe[1:]
+		}
+		lead := 0
+		for lead < len(pe) && isAssertion(pe[lead].re) {
+			lead++
+		}
+		n, size := lead, 0
+		for n < len(pe) && plain(pe[n]) && maxLen(pe[n].re) != unbounded && size+maxLen(pe[n].re) <= contextBytes {
+			size += maxLen(pe[n].re)
+			n++
+		}
+		head, pe = pe[:n], pe[n:]
+	}
+	p := concatElems(pe)
+	c.pendMax, c.pendSet = maxLen(p), bytesOf(p)
 	switch {
-	case !pCaptures && nullableBare(p) && !has(p, isAssertion) && r.re.NumSubexp() > 0 && !r.wholeMatch:
-		c.pPolicy = pSkip
-	case c.preMax == 0 && onlyWordBoundaries(p) && startsWithWordByte(prefixSet(ks)):
+	case len(pe) == 0 && has(concatElems(head), isWordBoundary) && onlyWordBoundaries(concatElems(head)) &&
+		startsWithWordByte(prefixSet(concatElems(sp.elems[sp.at:]))):
 		c.pPolicy = pBoundary
-	case c.preMax == 0:
+	case len(pe) == 0:
+		c.pPolicy = pSkip
+	case c.pendMax == 0:
 		c.pPolicy = pAssert
 	default:
 		c.pPolicy = pGeneral
-		pre := prefixLang(stripAssertions(stripCaptures(p)))
-		c.preTail, err = regexp.Compile(`(?:` + pre.String() + `)\z`)
+		return c.compilePending(head, pe)
 	}
-	return c, err
+	return nil
+}
+
+// compilePending compiles the regexps of a pGeneral component: the tail
+// of the text must be a prefix of head·pe that reaches into pe (preTail),
+// and head·pe must be right before a keyword hit (pFull). Assertions up to
+// the end of the text are known; later ones depend on text still to come.
+func (c *component) compilePending(head, pe []elem) error {
+	whole := stripCaptures(concatElems(append(append([]elem(nil), head...), pe...)))
+	lead := 0
+	for lead < len(head) && isAssertion(head[lead].re) {
+		lead++
+	}
+	h := stripCaptures(concatElems(head[lead:]))
+	rest := prefixPlus(stripAssertions(stripCaptures(concatElems(pe))))
+	if len(head) == 0 {
+		for lead < len(pe) && isAssertion(pe[lead].re) {
+			lead++
+		}
+		rest = prefixPlus(stripAssertions(stripCaptures(concatElems(pe[lead:]))))
+		head = pe
+	}
+	pre := concat([]*syntax.Regexp{concatElems(head[:lead]), h, rest})
+	var err error
+	if c.preTail, err = regexp.Compile(`(?:` + pre.String() + `)\z`); err != nil {
+		return err
+	}
+	c.pFull, err = regexp.Compile(`(?:` + whole.String() + `)\z`)
+	c.pFullMax = maxLen(whole)
+	return err
 }
 
 func isCapture(re *syntax.Regexp) bool { return re.Op == syntax.OpCapture }
+
+func isWordBoundary(re *syntax.Regexp) bool { return re.Op == syntax.OpWordBoundary }
 
 // onlyWordBoundaries reports whether re is made of \b assertions (and
 // empty matches) only.

@@ -5,6 +5,7 @@ import (
 	"cmp"
 	"math"
 	"slices"
+	"strings"
 	"unicode/utf8"
 
 	"github.com/zricethezav/gitleaks/v8/config"
@@ -85,10 +86,9 @@ func (e *Engine) collectHits(text []byte, sc *scratch) []hit {
 // findSplit evaluates a component at its keyword hits: the filter at each,
 // then the rule's regex in windows around those that pass.
 func (e *Engine) findSplit(text []byte, c *component, hits []hit, out []Match) []Match {
-	r := c.rule
 	n := 0
 	for _, h := range hits {
-		if c.filter.Match(text[h.start:c.filterEnd(text, h.start)]) {
+		if c.present(text, h.start) && c.pass(text, h.start) {
 			hits[n] = h
 			n++
 		}
@@ -102,17 +102,46 @@ func (e *Engine) findSplit(text []byte, c *component, hits []hit, out []Match) [
 			hi = hits[j].start
 			end = max(end, c.highEnd(text, hi))
 		}
-		for pos := lo; pos <= hi; {
-			a, b := r.search(text, pos, end)
-			if a < 0 || a > hi {
-				break
-			}
-			out = e.emit(text, r, a, b, out)
-			pos = max(b, a+1)
-		}
+		out = e.searchWindow(text, c, hits[i:j], lo, hi, end, out)
 		i = j
 	}
 	return out
+}
+
+// searchWindow reports the matches of c's rule in text[:end] that start
+// between lo and hi, where hits (the hits that passed the filter) are. A
+// match's keyword part starts at one of the hits, so the search restarts
+// at the earliest start that the next hit allows (often where the match
+// is: the anchored attempt finds it) and stops after the last hit.
+func (e *Engine) searchWindow(text []byte, c *component, hits []hit, lo, hi, end int, out []Match) []Match {
+	r := c.rule
+	var groups []int
+	pos := lo
+	for _, h := range hits {
+		if h.start < pos {
+			continue // inside the previous match
+		}
+		var a, b int
+		a, b, groups = r.search(text, max(pos, c.lowStart(text, h.start, pos)), end, groups)
+		if a < 0 || a > hi {
+			break
+		}
+		out = e.emit(text, r, a, b, groups, out)
+		pos = max(b, a+1)
+	}
+	return out
+}
+
+// pass runs the filter (after the quick filter, if any) at a hit at h.
+func (c *component) pass(text []byte, h int) bool {
+	if !c.gate.open(text, h) {
+		return false
+	}
+	end := c.filterEnd(text, h)
+	if c.quick != nil && !c.quick.Match(text[h:min(end, h+quickFilterLen+1)]) {
+		return false
+	}
+	return c.filter.Match(text[h:end])
 }
 
 // filterEnd is where a filter run at a hit at h may stop reading.
@@ -152,18 +181,35 @@ func (c *component) highEnd(text []byte, h int) int {
 }
 
 // search returns the leftmost-first match of r in text[:end] that starts
-// at pos or later, reading text[pos-1] as context; -1, -1 if none.
-func (r *rule) search(text []byte, pos, end int) (int, int) {
+// at pos or later, reading text[pos-1] as context; -1, -1 if none. A match
+// at pos itself, the usual case (pos is the earliest start the keyword
+// allows), is tried first: anchored, the regexp does far less work, and
+// it also returns the groups (offsets in text, nil if not known).
+func (r *rule) search(text []byte, pos, end int, groups []int) (int, int, []int) {
 	if pos == 0 {
-		if loc := r.plain.FindIndex(text[:end]); loc != nil {
-			return loc[0], loc[1]
+		if loc := r.anch0.FindSubmatchIndex(text[:end]); loc != nil {
+			return loc[0], loc[1], append(groups[:0], loc...)
 		}
-		return -1, -1
+		if loc := r.plain.FindIndex(text[:end]); loc != nil {
+			return loc[0], loc[1], nil
+		}
+		return -1, -1, nil
 	}
-	if loc := r.ctx.FindSubmatchIndex(text[pos-1 : end]); loc != nil {
-		return pos - 1 + loc[2], pos - 1 + loc[3]
+	base := pos - 1
+	if loc := r.anch.FindSubmatchIndex(text[base:end]); loc != nil {
+		groups = groups[:0]
+		for _, g := range loc[2:] {
+			if g >= 0 {
+				g += base
+			}
+			groups = append(groups, g)
+		}
+		return groups[0], groups[1], groups
 	}
-	return -1, -1
+	if loc := r.ctx.FindSubmatchIndex(text[base:end]); loc != nil {
+		return base + loc[2], base + loc[3], nil
+	}
+	return -1, -1, nil
 }
 
 // findNear evaluates a near component: matches within nearGap bytes of a
@@ -188,13 +234,15 @@ func (e *Engine) findNear(text []byte, c *component, hits []hit, out []Match) []
 			lo, end = max(0, zlo-r.maxLen), min(len(text), zhi+r.maxLen)
 		}
 		end = min(len(text), end+1)
+		var groups []int
 		for pos := lo; pos <= zhi; {
-			a, b := r.search(text, pos, end)
+			var a, b int
+			a, b, groups = r.search(text, pos, end, groups)
 			if a < 0 || a > zhi {
 				break
 			}
 			if b >= zlo {
-				out = e.emit(text, r, a, b, out)
+				out = e.emit(text, r, a, b, groups, out)
 			}
 			pos = max(b, a+1)
 		}
@@ -208,7 +256,13 @@ func (e *Engine) findNear(text []byte, c *component, hits []hit, out []Match) []
 // detect.Detector.detectRule: the match is trimmed of newlines, the regex
 // is matched again against the trimmed match alone, and the secret is the
 // secret group or else the first non-empty group or else the trimmed match.
-func (e *Engine) emit(text []byte, r *rule, a, b int, out []Match) []Match {
+// groups, if not nil, are the groups of the match found in context: they
+// are those of the match alone (cut at the trimmed end), so the second
+// match is skipped, unless a leading newline was trimmed or a \b at the
+// start could differ (the first byte is not a word byte but the one
+// before is).
+func (e *Engine) emit(text []byte, r *rule, a, b int, groups []int, out []Match) []Match {
+	a0 := a
 	for a < b && text[a] == '\n' {
 		a++
 	}
@@ -217,13 +271,23 @@ func (e *Engine) emit(text []byte, r *rule, a, b int, out []Match) []Match {
 	}
 	s0, s1 := a, b
 	if r.re.NumSubexp() > 0 {
-		if g := r.re.FindSubmatchIndex(text[a:b]); g != nil {
+		g := groups
+		if g == nil || a != a0 || a > 0 && isWordByte(text[a-1]) && !isWordByte(text[a]) {
+			if g = r.full.FindSubmatchIndex(text[a:b]); g != nil {
+				for i := range g {
+					if g[i] >= 0 {
+						g[i] += a
+					}
+				}
+			}
+		}
+		if g != nil {
 			if k := r.secretGroup; k > 0 {
-				s0, s1 = a+max(g[2*k], 0), a+max(g[2*k+1], 0)
+				s0, s1 = min(max(g[2*k], a), b), min(max(g[2*k+1], a), b)
 			} else {
 				for k := 1; k <= r.re.NumSubexp(); k++ {
-					if g[2*k] >= 0 && g[2*k+1] > g[2*k] {
-						s0, s1 = a+g[2*k], a+g[2*k+1]
+					if g[2*k] >= 0 && min(g[2*k+1], b) > g[2*k] {
+						s0, s1 = g[2*k], min(g[2*k+1], b)
 						break
 					}
 				}
@@ -321,13 +385,17 @@ func shannonEntropy(data []byte) float64 {
 }
 
 // resolve sorts matches by start, longest first, and merges overlapping
-// ones into the first (which keeps its rule).
+// ones into the first (which keeps its rule). Between matches with the
+// same span, a specific rule wins over a generic one (as gitleaks drops a
+// generic finding whose secret another rule found).
 func resolve(ms []Match) []Match {
 	if len(ms) == 0 {
 		return nil
 	}
+	generic := func(m Match) bool { return strings.Contains(m.RuleID, "generic") }
 	slices.SortFunc(ms, func(x, y Match) int {
-		return cmp.Or(cmp.Compare(x.Start, y.Start), cmp.Compare(y.End, x.End))
+		return cmp.Or(cmp.Compare(x.Start, y.Start), cmp.Compare(y.End, x.End),
+			cmpBool(generic(x), generic(y)), strings.Compare(x.RuleID, y.RuleID))
 	})
 	out := ms[:1]
 	for _, m := range ms[1:] {
@@ -339,4 +407,14 @@ func resolve(ms []Match) []Match {
 		out = append(out, m)
 	}
 	return out
+}
+
+func cmpBool(a, b bool) int {
+	switch {
+	case a == b:
+		return 0
+	case a:
+		return 1
+	}
+	return -1
 }

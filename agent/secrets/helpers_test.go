@@ -123,15 +123,39 @@ type sample struct {
 
 // samples returns a sample for every rule of the default engine: the hand
 // written one, or the first generated one that the rule alone finds in all
-// contexts. Rules without a sample are reported as errors.
+// contexts. Rules without a sample are reported as errors. The samples are
+// computed once.
 func samples(t *testing.T) []sample {
 	t.Helper()
+	res := sampleSet(t)
+	for _, id := range res.missing {
+		t.Errorf("rule %s: no sample (none generated, none in testdata/samples.txt)", id)
+	}
+	return res.samples
+}
+
+type sampleResult struct {
+	samples []sample
+	missing []string
+}
+
+var sampleCache struct {
+	once sync.Once
+	res  sampleResult
+}
+
+func sampleSet(t *testing.T) sampleResult {
+	sampleCache.once.Do(func() { sampleCache.res = makeSamples(t) })
+	return sampleCache.res
+}
+
+func makeSamples(t *testing.T) sampleResult {
 	hand := handSamples(t)
-	var out []sample
+	var res sampleResult
 	for _, r := range engine(t).rules {
 		kw := firstKeyword(r)
 		if s, ok := hand[r.id]; ok {
-			out = append(out, sample{rule: r.id, text: s, keyword: kw, hand: true})
+			res.samples = append(res.samples, sample{rule: r.id, text: s, keyword: kw, hand: true})
 			continue
 		}
 		alone := aloneEngine(t, r.id)
@@ -143,15 +167,15 @@ func samples(t *testing.T) []sample {
 		for seed := uint64(1); seed <= 300 && !found; seed++ {
 			s := newSampleGen(seed).generate(tree)
 			if foundInAll(t, alone, s, kw) {
-				out = append(out, sample{rule: r.id, text: s, keyword: kw})
+				res.samples = append(res.samples, sample{rule: r.id, text: s, keyword: kw})
 				found = true
 			}
 		}
 		if !found {
-			t.Errorf("rule %s: no sample (none generated, none in testdata/samples.txt)", r.id)
+			res.missing = append(res.missing, r.id)
 		}
 	}
-	return out
+	return res
 }
 
 // firstKeyword is the rule's first keyword in its configuration.

@@ -1,15 +1,19 @@
 // Package secrets finds credentials in text: API keys, tokens, passwords in
 // connection URLs, Authorization header values, private keys. Its rules are
 // gitleaks' default configuration (github.com/zricethezav/gitleaks/v8,
-// config.DefaultConfig, read at run time), rules that gitleaks lacks (see
-// builtin.go) and custom rules from the agent configuration.
+// config.DefaultConfig, read at run time), rules that gitleaks lacks
+// (promptrail.go) and custom rules from the agent configuration.
 //
 // An Engine evaluates a rule's regular expression only near occurrences of
 // the rule's keywords, which an Aho-Corasick automaton finds in one pass
-// over the text, so that ordinary prose and code are scanned at hundreds of
-// MB/s. Find reports what gitleaks' detector (detect.DetectString) reports
-// on the same text, and Pending tells a streaming masker how much of a text
-// it may release before the rest of the text has arrived.
+// over the text (keywords.go): the regex is split into the part before the
+// keyword and the part from it (compile.go), the latter is tried anchored
+// at each hit, and the whole regex then runs in a small window (find.go).
+// Ordinary prose and code are scanned at about 100 MB/s or more. Find
+// reports at least what gitleaks' detector (detect.DetectString) reports
+// on the same text, with the same entropy thresholds and allowlists, and
+// Pending tells a streaming masker how much of a text it may release
+// before the rest has arrived (pending.go).
 //
 // An Engine is safe for concurrent use.
 package secrets
@@ -52,11 +56,12 @@ const (
 
 // RuleConfig is a custom rule from the agent configuration.
 type RuleConfig struct {
-	// ID names the rule in matches and findings; it must be unique.
+	// ID names the rule in matches and findings; it must be non-empty and
+	// unique.
 	ID string
 	// Description is shown by Rules; empty is allowed.
 	Description string
-	// Regex is a Go regular expression (RE2 syntax).
+	// Regex is a Go regular expression (RE2 syntax); it must not be empty.
 	Regex string
 	// SecretGroup is the capture group that holds the secret; zero means
 	// the first non-empty group if the regex has groups, else the whole
@@ -189,6 +194,9 @@ func (e *Engine) add(r *rule) {
 func customRule(rc RuleConfig) (*rule, error) {
 	if rc.ID == "" {
 		return nil, fmt.Errorf("secrets: custom rule with regex %q: empty ID", rc.Regex)
+	}
+	if rc.Regex == "" {
+		return nil, fmt.Errorf("secrets: custom rule %q: empty regex", rc.ID)
 	}
 	if rc.Action != "" && rc.Action != ActionMask && rc.Action != ActionBlock {
 		return nil, fmt.Errorf("secrets: custom rule %q: unknown action %q", rc.ID, rc.Action)
