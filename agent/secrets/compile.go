@@ -81,19 +81,25 @@ type component struct {
 	near     bool
 	filter   *regexp.Regexp // \A(?:K·S), leading assertions dropped, no captures
 	alive    *regexp.Regexp // \A(?:prefixes of K·S)\z, for Pending
-	preTail  *regexp.Regexp // (?:prefixes of P')\z, for Pending of pGeneral
-	pFull    *regexp.Regexp // (?:P')\z: P' must precede a keyword hit
-	required []requiredLiteral
-	quick    *regexp.Regexp // a head of the filter, or nil
-	gate     gate
-	pFullMax int
-	preMax   int     // longest P
-	preSet   byteSet // bytes of P
-	pendMax  int     // longest P', the part of P Pending holds
-	pendSet  byteSet // bytes of P'
-	ksMax    int     // longest K·S
-	ksSet    byteSet // bytes of K·S
-	pPolicy  int
+	// aliveTail is (?:prefixes of K·S)\z: where K·S has no longest match,
+	// Pending looks for the leftmost tail that could start one in a
+	// single pass rather than at every hit.
+	aliveTail *regexp.Regexp
+	preTail   *regexp.Regexp // (?:prefixes of P')\z, for Pending of pGeneral
+	pFull     *regexp.Regexp // (?:P')\z: P' must precede a keyword hit
+	required  []requiredLiteral
+	quick     *regexp.Regexp // a head of the filter, or nil
+	quickMax  int            // the longest match of the head
+	filterNFA bool           // the filter is too large for Go's backtracker
+	gate      gate
+	pFullMax  int
+	preMax    int     // longest P
+	preSet    byteSet // bytes of P
+	pendMax   int     // longest P', the part of P Pending holds
+	pendSet   byteSet // bytes of P'
+	ksMax     int     // longest K·S
+	ksSet     byteSet // bytes of K·S
+	pPolicy   int
 }
 
 // compileRule compiles spec into a rule.
@@ -302,6 +308,11 @@ func minLen(set []string) int {
 	return m
 }
 
+// maxBacktrackProg is the largest program Go's regexp runs with its
+// backtracker (regexp/backtrack.go); larger ones run on its NFA, which
+// stops as soon as no thread is left.
+const maxBacktrackProg = 500
+
 // contextBytes is how much released text Pending assumes a streaming
 // masker keeps in front of the text it holds and passes to Find with it
 // (agent/mask keeps 32 bytes): a short part of a match before the secret
@@ -327,12 +338,21 @@ func (r *rule) component(sp split) (*component, error) {
 	if c.filter, err = regexp.Compile(`\A(?:` + filter.String() + `)`); err != nil {
 		return nil, err
 	}
+	if prog, err := syntax.Compile(filter.Simplify()); err == nil {
+		c.filterNFA = len(prog.Inst) > maxBacktrackProg
+	}
+
 	alive := maybeLoosen(prefixLang(stripAssertions(stripCaptures(ks))))
 	if c.alive, err = regexp.Compile(`\A(?:` + alive.String() + `)\z`); err != nil {
 		return nil, err
 	}
+	if c.ksMax == unbounded {
+		if c.aliveTail, err = regexp.Compile(`(?:` + alive.String() + `)\z`); err != nil {
+			return nil, err
+		}
+	}
 	c.required = requiredLiterals(sp.elems[sp.at:])
-	if c.quick, err = quickFilter(sp.elems[sp.at:], maybeLoosen); err != nil {
+	if c.quick, c.quickMax, err = quickFilter(sp.elems[sp.at:], maybeLoosen); err != nil {
 		return nil, err
 	}
 	c.gate = newGate(sp.elems[sp.at:])

@@ -1,6 +1,7 @@
 package secrets
 
 import (
+	"bytes"
 	"regexp"
 	"regexp/syntax"
 	"strings"
@@ -110,6 +111,12 @@ func (g *gate) open(text []byte, h int) bool {
 	return false
 }
 
+// mayOpen is open for a text that may go on: true if the text ends before
+// the gate could tell.
+func (g *gate) mayOpen(text []byte, h int) bool {
+	return !g.on || g.open(text, h) || h+g.from+g.slack+g.limit+1 > len(text)
+}
+
 // quickFilterLen bounds the part of K·S that the quick filter matches.
 const quickFilterLen = 100
 
@@ -118,7 +125,9 @@ const quickFilterLen = 100
 // Go's regexp runs with its backtracker rather than its NFA, and that
 // rejects most keyword hits (a keyword not followed by an operator, for
 // the generic rules) before the whole filter runs.
-func quickFilter(ks []elem, loosen func(*syntax.Regexp) *syntax.Regexp) (*regexp.Regexp, error) {
+// It also returns the longest match of the head: the quick filter reads
+// no more than that (and a byte of context).
+func quickFilter(ks []elem, loosen func(*syntax.Regexp) *syntax.Regexp) (*regexp.Regexp, int, error) {
 	n, size := 0, 0
 	for n < len(ks) {
 		m := maxLen(ks[n].re)
@@ -129,11 +138,12 @@ func quickFilter(ks []elem, loosen func(*syntax.Regexp) *syntax.Regexp) (*regexp
 		n++
 	}
 	if n <= 1 || n == len(ks) {
-		return nil, nil
+		return nil, 0, nil
 	}
 	seq := concat([]*syntax.Regexp{concatElems(ks[:n]), headOf(ks[n].re)})
 	head := loosen(unfold(stripCaptures(stripLeadingAssertions(seq))))
-	return regexp.Compile(`\A(?:` + head.String() + `)`)
+	re, err := regexp.Compile(`\A(?:` + head.String() + `)`)
+	return re, maxLen(seq), err
 }
 
 // headOf returns an expression that matches a prefix of every match of re
@@ -196,22 +206,57 @@ func requiredLiterals(ks []elem) []requiredLiteral {
 	return out
 }
 
-// present reports whether the required literals are in text after h.
-func (c *component) present(text []byte, h int) bool {
-	runEnd := -1
-	for _, r := range c.required {
-		end := len(text)
+// scanState memoizes, for one component during one Find (whose hits come
+// in increasing order), the run of K·S bytes around the current hit and
+// where each required literal next occurs, so that the checks at
+// successive hits read the text about once.
+type scanState struct {
+	runFrom, runEnd int   // text[runFrom:runEnd] are bytes of K·S, text[runEnd] is not
+	next            []int // next occurrence of each required literal, len(text) if none
+	nextFrom        []int // where that search started
+}
+
+func newScanState(c *component) *scanState {
+	st := &scanState{runFrom: -1, next: make([]int, len(c.required)), nextFrom: make([]int, len(c.required))}
+	for i := range st.nextFrom {
+		st.nextFrom[i] = -1
+	}
+	return st
+}
+
+// runEndAt is the end of the run of K·S bytes from h: a match whose K·S
+// part starts at h ends there at the latest.
+func (st *scanState) runEndAt(c *component, text []byte, h int) int {
+	if h >= st.runFrom && h < st.runEnd {
+		return st.runEnd
+	}
+	j := h
+	for j < len(text) && c.ksSet.has(text[j]) {
+		j++
+	}
+	st.runFrom, st.runEnd = h, j
+	return j
+}
+
+// present reports whether the required literals are in text after h,
+// close enough. A literal within a bounded distance is looked for there;
+// one that may be anywhere in the run of K·S bytes is looked for once
+// and its next occurrence remembered.
+func (c *component) present(text []byte, h int, st *scanState) bool {
+	for i, r := range c.required {
 		if r.within != unbounded {
-			end = min(end, h+r.within)
-		} else {
-			// A match does not reach past a byte that K·S cannot match.
-			if runEnd < 0 {
-				for runEnd = h; runEnd < len(text) && c.ksSet.has(text[runEnd]); runEnd++ {
-				}
+			if indexFold(text[h:min(len(text), h+r.within)], r.lit) < 0 {
+				return false
 			}
-			end = runEnd
+			continue
 		}
-		if indexFold(text[h:end], r.lit) < 0 {
+		if st.nextFrom[i] < 0 || st.next[i] < h {
+			st.nextFrom[i], st.next[i] = h, len(text)
+			if k := indexFold(text[h:], r.lit); k >= 0 {
+				st.next[i] = h + k
+			}
+		}
+		if st.next[i]+len(r.lit) > st.runEndAt(c, text, h) {
 			return false
 		}
 	}
@@ -219,22 +264,45 @@ func (c *component) present(text []byte, h int) bool {
 }
 
 // indexFold is the index of lit (lower-case ASCII) in b, ignoring ASCII
-// case, or -1.
+// case, or -1. It skips to candidates for the first byte with
+// bytes.IndexByte.
 func indexFold(b []byte, lit string) int {
-	first := lit[0]
-	for i := 0; i+len(lit) <= len(b); i++ {
-		if c := b[i] | 0x20; c != first && b[i] != first {
-			continue
+	first, other := lit[0], lit[0]
+	if 'a' <= first && first <= 'z' {
+		other = first - 'a' + 'A'
+	}
+	for i := 0; i+len(lit) <= len(b); {
+		j := bytes.IndexByte(b[i:len(b)-len(lit)+1], first)
+		if other != first {
+			if k := bytes.IndexByte(b[i:len(b)-len(lit)+1], other); k >= 0 && (j < 0 || k < j) {
+				j = k
+			}
 		}
-		j := 1
-		for j < len(lit) && (b[i+j] == lit[j] || 'a' <= lit[j] && lit[j] <= 'z' && b[i+j]|0x20 == lit[j]) {
-			j++
+		if j < 0 {
+			return -1
 		}
-		if j == len(lit) {
+		i += j
+		if equalFold(b[i:i+len(lit)], lit) {
 			return i
 		}
+		i++
 	}
 	return -1
+}
+
+// equalFold reports whether b equals lit (lower-case ASCII) ignoring ASCII
+// case.
+func equalFold(b []byte, lit string) bool {
+	for j := range len(lit) {
+		c := b[j]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != lit[j] {
+			return false
+		}
+	}
+	return true
 }
 
 func isASCII(s string) bool {

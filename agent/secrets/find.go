@@ -83,47 +83,51 @@ func (e *Engine) collectHits(text []byte, sc *scratch) []hit {
 	return hits
 }
 
-// findSplit evaluates a component at its keyword hits: the filter at each,
-// then the rule's regex in windows around those that pass.
+// findSplit evaluates a component at its keyword hits, in order: the
+// filter at each (skipping hits inside the previous match, which
+// gitleaks' non-overlapping search would not report either), then the
+// rule's regex in a window from the earliest start the hit allows. Where
+// K·S has no longest match (a private key, a JWT), a filter may read up to
+// the end of a long run of its bytes at every hit: once they have read
+// more than a few times the text, the rest is searched linearly instead.
 func (e *Engine) findSplit(text []byte, c *component, hits []hit, out []Match) []Match {
-	n := 0
+	r := c.rule
+	st := newScanState(c)
+	// Where K·S has no longest match, a filter may read far at each hit:
+	// past a budget of bytes read, search linearly.
+	budget := 8*len(text) + 64<<10
+	var groups []int
+	pos := 0
 	for _, h := range hits {
-		if c.present(text, h.start) && c.pass(text, h.start) {
-			hits[n] = h
-			n++
+		if h.start < pos || !c.present(text, h.start, st) {
+			continue
 		}
-	}
-	hits = hits[:n]
-	for i := 0; i < len(hits); {
-		lo, hi := c.lowStart(text, hits[i].start, 0), hits[i].start
-		end := c.highEnd(text, hi)
-		j := i + 1
-		for ; j < len(hits) && c.lowStart(text, hits[j].start, end) <= end; j++ {
-			hi = hits[j].start
-			end = max(end, c.highEnd(text, hi))
+		ok, read := c.passLong(text, h.start, st)
+		if budget -= read; budget < 0 {
+			return e.findLinear(text, r, c.lowStart(text, h.start, pos), out)
 		}
-		out = e.searchWindow(text, c, hits[i:j], lo, hi, end, out)
-		i = j
+		if !ok {
+			continue
+		}
+		var a, b int
+		a, b, groups = r.search(text, c.lowStart(text, h.start, pos), c.highEnd(text, h.start), groups)
+		if a < 0 || a > h.start {
+			continue // a match that starts after the hit belongs to a later one
+		}
+		out = e.emit(text, r, a, b, groups, out)
+		pos = max(b, a+1)
 	}
 	return out
 }
 
-// searchWindow reports the matches of c's rule in text[:end] that start
-// between lo and hi, where hits (the hits that passed the filter) are. A
-// match's keyword part starts at one of the hits, so the search restarts
-// at the earliest start that the next hit allows (often where the match
-// is: the anchored attempt finds it) and stops after the last hit.
-func (e *Engine) searchWindow(text []byte, c *component, hits []hit, lo, hi, end int, out []Match) []Match {
-	r := c.rule
+// findLinear reports the matches of r in text from lo on, searching once
+// from left to right (as gitleaks does).
+func (e *Engine) findLinear(text []byte, r *rule, lo int, out []Match) []Match {
 	var groups []int
-	pos := lo
-	for _, h := range hits {
-		if h.start < pos {
-			continue // inside the previous match
-		}
+	for pos := lo; pos <= len(text); {
 		var a, b int
-		a, b, groups = r.search(text, max(pos, c.lowStart(text, h.start, pos)), end, groups)
-		if a < 0 || a > hi {
+		a, b, groups = r.searchFrom(text, pos, len(text), groups)
+		if a < 0 {
 			break
 		}
 		out = e.emit(text, r, a, b, groups, out)
@@ -132,22 +136,52 @@ func (e *Engine) searchWindow(text []byte, c *component, hits []hit, lo, hi, end
 	return out
 }
 
-// pass runs the filter (after the quick filter, if any) at a hit at h.
-func (c *component) pass(text []byte, h int) bool {
+// filterWindow is how much text a filter reads at first where K·S has no
+// longest match; the window grows fourfold while that is not enough.
+const filterWindow = 64
+
+// passLong runs the gate, the quick filter and the filter at a hit at h,
+// and returns how many bytes the filter read where K·S has no longest
+// match and the filter is small. There the filter reads a window that
+// grows as long as the text in it could still be the start of a match, up
+// to the end of the run of K·S bytes: most hits are decided within a few
+// dozen bytes (Go's regexp runs a small filter with its backtracker, which
+// clears memory in proportion to its input).
+func (c *component) passLong(text []byte, h int, st *scanState) (bool, int) {
 	if !c.gate.open(text, h) {
-		return false
+		return false, 0
 	}
-	end := c.filterEnd(text, h)
-	if c.quick != nil && !c.quick.Match(text[h:min(end, h+quickFilterLen+1)]) {
-		return false
+	if c.quick != nil && !c.quick.Match(text[h:min(len(text), h+c.quickMax+1)]) {
+		return false, 0
 	}
-	return c.filter.Match(text[h:end])
+	switch {
+	case c.ksMax != unbounded:
+		return c.filter.Match(text[h:c.filterEnd(text, h, st)]), 0
+	case c.filterNFA:
+		// The rest of the text: the NFA stops where its last thread dies,
+		// soon for the large filters (gitleaks' generic rules, whose only
+		// unbounded part is a run of token characters).
+		return c.filter.Match(text[h:]), 0
+	}
+	end := c.filterEnd(text, h, st)
+	for win := filterWindow; ; win *= 4 {
+		short := min(end, h+win)
+		loc := c.filter.FindIndex(text[h:short])
+		switch {
+		case short == end:
+			return loc != nil, short - h
+		case loc != nil && h+loc[1] < short:
+			return true, short - h // the match does not depend on the cut
+		case loc == nil && !c.alive.Match(text[h:short]):
+			return false, short - h
+		}
+	}
 }
 
 // filterEnd is where a filter run at a hit at h may stop reading.
-func (c *component) filterEnd(text []byte, h int) int {
+func (c *component) filterEnd(text []byte, h int, st *scanState) int {
 	if c.ksMax == unbounded {
-		return len(text)
+		return min(len(text), st.runEndAt(c, text, h)+1)
 	}
 	return min(len(text), h+c.ksMax+1)
 }
@@ -190,10 +224,7 @@ func (r *rule) search(text []byte, pos, end int, groups []int) (int, int, []int)
 		if loc := r.anch0.FindSubmatchIndex(text[:end]); loc != nil {
 			return loc[0], loc[1], append(groups[:0], loc...)
 		}
-		if loc := r.plain.FindIndex(text[:end]); loc != nil {
-			return loc[0], loc[1], nil
-		}
-		return -1, -1, nil
+		return r.searchFrom(text, pos, end, groups)
 	}
 	base := pos - 1
 	if loc := r.anch.FindSubmatchIndex(text[base:end]); loc != nil {
@@ -206,8 +237,19 @@ func (r *rule) search(text []byte, pos, end int, groups []int) (int, int, []int)
 		}
 		return groups[0], groups[1], groups
 	}
-	if loc := r.ctx.FindSubmatchIndex(text[base:end]); loc != nil {
-		return base + loc[2], base + loc[3], nil
+	return r.searchFrom(text, pos, end, groups)
+}
+
+// searchFrom is search without the anchored attempt.
+func (r *rule) searchFrom(text []byte, pos, end int, groups []int) (int, int, []int) {
+	if pos == 0 {
+		if loc := r.plain.FindIndex(text[:end]); loc != nil {
+			return loc[0], loc[1], nil
+		}
+		return -1, -1, nil
+	}
+	if loc := r.ctx.FindSubmatchIndex(text[pos-1 : end]); loc != nil {
+		return pos - 1 + loc[2], pos - 1 + loc[3], nil
 	}
 	return -1, -1, nil
 }

@@ -1,7 +1,9 @@
 package secrets
 
 import (
+	"strings"
 	"testing"
+	"time"
 )
 
 // FuzzFind checks that Find never panics, that its matches are within the
@@ -32,4 +34,26 @@ func FuzzFind(f *testing.F) {
 			t.Fatalf("Pending = %d, len %d", p, len(text))
 		}
 	})
+}
+
+// TestAdversarial bounds the time Find and Pending take on inputs made of
+// keywords (each hit of a rule without a longest match could otherwise
+// make them read the rest of the text).
+func TestAdversarial(t *testing.T) {
+	e := engine(t)
+	for _, text := range []string{
+		strings.Repeat("-----BEGIN PRIVATE KEY-----\n", 1000),
+		strings.Repeat("ey", 16000),
+		strings.Repeat("ey", 16000) + ".eyAAAAA.ey",
+		strings.Repeat("key=", 8000),
+		strings.Repeat("kind: secret\ndata:\n  a: ", 1500),
+		strings.Repeat(`"private_key": "`, 2000),
+	} {
+		start := time.Now()
+		e.Find([]byte(text))
+		e.Pending([]byte(text))
+		if d := time.Since(start); d > 30*time.Second { // generous: -race is slow
+			t.Errorf("%q...: Find and Pending took %v", text[:20], d)
+		}
+	}
 }

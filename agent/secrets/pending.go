@@ -1,5 +1,10 @@
 package secrets
 
+import (
+	"cmp"
+	"slices"
+)
+
 // Pending returns the smallest index i such that text[i:] could still
 // become the start of, or part of, a match that Find would report if more
 // text were appended; len(text) when the tail cannot. A streaming masker
@@ -23,26 +28,42 @@ package secrets
 // a short part before it. Rules whose keywords are next to their matches
 // hold any tail that is a prefix of a match, or a match that a keyword
 // arriving within 32 bytes would report, with the keywords before it.
-// Potential matches that start more than MaxPending bytes before the end
-// are not looked for.
 func (e *Engine) Pending(text []byte) int {
 	n := len(text)
 	p := n
 	var nearHits []hit // hits of near components: keywords to keep with a match after them
+	var longHits []hit // hits of components without a longest K·S
+	onHit := func(ci int32, start, end int) {
+		c := e.comps[ci]
+		switch {
+		case c.near:
+			p = min(p, c.pendingHit(text, start, end))
+			nearHits = append(nearHits, hit{comp: int(ci), start: start, end: end})
+		case c.ksMax == unbounded:
+			longHits = append(longHits, hit{comp: int(ci), start: start, end: end})
+		case start-c.reach() < p: // else the hit cannot lower p
+			p = min(p, c.pendingHit(text, start, end))
+		}
+	}
 	e.index.scan(text, func(start, end, k int) {
 		for _, ci := range e.kwComps[k] {
-			c := e.comps[ci]
-			p = min(p, c.pendingHit(text, start, end))
-			if c.near {
-				nearHits = append(nearHits, hit{comp: int(ci), start: start, end: end})
-			}
+			onHit(ci, start, end)
 		}
 	})
 	e.index.tail(text, func(start, k int) {
 		for _, ci := range e.kwComps[k] {
-			p = min(p, e.comps[ci].pendingHit(text, start, n))
+			onHit(ci, start, n)
 		}
 	})
+	slices.SortStableFunc(longHits, func(a, b hit) int { return cmp.Compare(a.comp, b.comp) })
+	for i := 0; i < len(longHits); {
+		j := i + 1
+		for j < len(longHits) && longHits[j].comp == longHits[i].comp {
+			j++
+		}
+		p = min(p, e.comps[longHits[i].comp].pendingLong(text, longHits[i:j], p))
+		i = j
+	}
 	for ci, c := range e.comps {
 		if p == 0 {
 			break
@@ -111,9 +132,7 @@ func (c *component) pendingFuture(text []byte) int {
 	case c.pPolicy != pGeneral:
 		return n
 	}
-	// Look back at most maxPending bytes: a streaming masker masks text
-	// held longer than that anyway.
-	j := max(c.pendStart(text, n), n-maxPending)
+	j := c.pendStart(text, n)
 	if j == n {
 		return n
 	}
@@ -135,4 +154,95 @@ func (c *component) pendStart(text []byte, h int) int {
 		j--
 	}
 	return j
+}
+
+// reach is how far before its keyword hit a match of c may start, as far
+// as Pending is concerned.
+func (c *component) reach() int {
+	if c.pPolicy != pGeneral {
+		return 0
+	}
+	if c.pFullMax == unbounded {
+		return 1 << 62 // no bound
+	}
+	return c.pFullMax + 1
+}
+
+// pendingLong is pendingHit for a component without a longest K·S, for
+// its hits (in order of position): checking that the text from a hit is a
+// prefix of a match may read to the end of the text, so after a number of
+// such checks the leftmost tail that could start a match of K·S is looked
+// for in one pass instead (pendingTail).
+func (c *component) pendingLong(text []byte, hits []hit, p int) int {
+	budget := 8*len(text) + 64<<10
+	for _, h := range hits {
+		if h.start >= p {
+			break
+		}
+		if !c.gate.mayOpen(text, h.start) {
+			continue
+		}
+		alive, read := c.aliveFrom(text, h.start)
+		if budget -= read; budget < 0 {
+			return c.pendingTail(text)
+		}
+		if alive {
+			return c.pendingAt(text, h.start)
+		}
+	}
+	return len(text)
+}
+
+// aliveFrom reports whether text[h:] is a prefix of a match of K·S,
+// reading a window that grows fourfold while the text in it is, and
+// returns how much it read.
+func (c *component) aliveFrom(text []byte, h int) (bool, int) {
+	for win := filterWindow; ; win *= 4 {
+		short := min(len(text), h+win)
+		if alive := c.alive.Match(text[h:short]); !alive || short == len(text) {
+			return alive, short - h
+		}
+	}
+}
+
+// pendingAt is where a match using the keyword at h could start.
+func (c *component) pendingAt(text []byte, h int) int {
+	if c.pPolicy != pGeneral {
+		return h
+	}
+	from := 0
+	if c.pFullMax != unbounded {
+		from = max(0, h-c.pFullMax-1)
+	}
+	if loc := c.pFull.FindIndex(text[from:h]); loc != nil {
+		return from + loc[0]
+	}
+	return h
+}
+
+// pendingTail is the leftmost tail of the text that could start a match
+// of K·S (it consists of bytes of K·S), found in one pass.
+func (c *component) pendingTail(text []byte) int {
+	n := len(text)
+	j := n
+	for j > 0 && c.ksSet.has(text[j-1]) {
+		j--
+	}
+	loc := c.aliveTail.FindIndex(text[j:])
+	if loc == nil || j+loc[0] == n {
+		return n
+	}
+	a := j + loc[0]
+	if c.pPolicy != pGeneral {
+		return a
+	}
+	from := 0
+	if c.pFullMax != unbounded {
+		from = max(0, a-c.pFullMax-1)
+	}
+	if loc := c.pFull.FindIndex(text[from:a]); loc != nil {
+		return from + loc[0]
+	}
+	// P is not right before the leftmost tail; a later one may have it.
+	return a
 }
