@@ -20,6 +20,14 @@ type Record struct {
 	AgentID string `json:"agent_id,omitempty"`
 	Node    string `json:"node,omitempty"`
 
+	// Seq numbers the agent's records 1, 2, 3… in the order they were
+	// sealed; PrevHash is the Hash of record Seq-1 ("" for Seq 1) and Hash
+	// is the record's own (see Seal). A gap, an edit or a reordering
+	// between the agent and the store breaks the chain.
+	Seq      uint64 `json:"seq,omitempty"`
+	PrevHash string `json:"prev_hash,omitempty"`
+	Hash     string `json:"hash,omitempty"`
+
 	Start      time.Time `json:"start"`
 	End        time.Time `json:"end"`
 	DurationMS float64   `json:"duration_ms"`
@@ -29,6 +37,10 @@ type Record struct {
 	// Incomplete says that the exchange did not finish: the client went
 	// away, the upstream failed or stalled, or the agent stopped.
 	Incomplete bool `json:"incomplete,omitempty"`
+	// Unspooled says that the agent's spool was full or failing when the
+	// request went upstream, and the agent was configured to let it pass:
+	// the request was not on durable record before it left the node.
+	Unspooled bool `json:"unspooled,omitempty"`
 
 	Workload   Workload   `json:"workload"`
 	Connection Connection `json:"connection"`
@@ -42,15 +54,41 @@ type Record struct {
 	Error string `json:"error,omitempty"`
 }
 
-// Workload is who made the call. Until identity resolution exists it holds
-// what the kernel gave: process and cgroup.
+// Workload is who made the call: what the kernel gave (process, cgroup)
+// and what identity resolution made of it.
 type Workload struct {
-	Kind     string `json:"kind,omitempty"` // "process" until identity resolution exists
-	PID      uint32 `json:"pid,omitempty"`
-	UID      uint32 `json:"uid"`
-	GID      uint32 `json:"gid"`
-	Comm     string `json:"comm,omitempty"`
-	CgroupID uint64 `json:"cgroup_id,omitempty"`
+	// Kind is "pod", "container", "systemd", "process" or "unknown".
+	Kind string `json:"kind,omitempty"`
+	// Identity is the stable name of the workload: k8s:<ns>/<sa>,
+	// host:<node>/systemd/<unit> or host:<node>/uid/<user>/<exe>.
+	Identity string `json:"identity,omitempty"`
+	SPIFFEID string `json:"spiffe_id,omitempty"`
+	// Source says where the identity came from: "kubernetes" (the API),
+	// "cgroup" (the cgroup path only) or "process".
+	Source string `json:"source,omitempty"`
+
+	Namespace      string            `json:"namespace,omitempty"`
+	Pod            string            `json:"pod,omitempty"`
+	PodUID         string            `json:"pod_uid,omitempty"`
+	Container      string            `json:"container,omitempty"`
+	ContainerID    string            `json:"container_id,omitempty"`
+	Runtime        string            `json:"runtime,omitempty"`
+	ServiceAccount string            `json:"service_account,omitempty"`
+	Labels         map[string]string `json:"labels,omitempty"`
+	// Owner is the controller that owns the pod, as kind/name
+	// (Deployment/web, Job/backup, ...).
+	Owner string `json:"owner,omitempty"`
+	Unit  string `json:"unit,omitempty"` // systemd unit
+
+	PID        uint32 `json:"pid,omitempty"`
+	UID        uint32 `json:"uid"`
+	GID        uint32 `json:"gid"`
+	User       string `json:"user,omitempty"`
+	Comm       string `json:"comm,omitempty"`
+	Exe        string `json:"exe,omitempty"`
+	Cmdline    string `json:"cmdline,omitempty"`
+	CgroupID   uint64 `json:"cgroup_id,omitempty"`
+	CgroupPath string `json:"cgroup_path,omitempty"`
 }
 
 // Connection is how the call reached the agent.
