@@ -74,6 +74,22 @@ type Config struct {
 	Node string
 	// Mask configures secret masking (on unless Mask.Disabled).
 	Mask MaskConfig
+	// Collector is the base URL of the collector that records are shipped
+	// to. Empty: records stay in the spool (a warning says so).
+	Collector string
+	// TokenFile holds the bearer token presented to the collector.
+	TokenFile string
+	// SpoolMaxBytes bounds the spool in DataDir/spool. Zero: 1 GiB.
+	SpoolMaxBytes int64
+	// SpoolFull is what happens to a request whose record cannot be
+	// spooled (spool full or failing): SpoolFullReject (the default) or
+	// SpoolFullPass.
+	SpoolFull string
+	// ShipInterval is how long a partial batch waits for more records.
+	// Zero: 1s.
+	ShipInterval time.Duration
+	// MetricsListen is where /metrics and /healthz are served. Empty: off.
+	MetricsListen string
 	// Logger is the agent's logger. Nil: slog.Default().
 	Logger *slog.Logger
 }
@@ -109,11 +125,30 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 	}
 
-	decrypt, closeSink, err := decryption(cfg, log)
+	node := cfg.Node
+	if node == "" {
+		node, _ = os.Hostname()
+	}
+	pipe, err := openPipeline(ctx, cfg, node, log)
 	if err != nil {
 		return err
 	}
-	defer closeSink()
+	defer pipe.close()
+	// The shipper outlives the proxy, so that records of the last
+	// exchanges are shipped before the agent exits.
+	shipCtx, stopShipping := context.WithCancel(context.Background())
+	shipped := make(chan error, 1)
+	go func() { shipped <- pipe.run(shipCtx) }()
+	defer func() {
+		stopShipping()
+		if err := <-shipped; err != nil {
+			log.Error("shipper stopped", "err", err)
+		}
+	}()
+	decrypt, err := decryption(cfg, node, pipe, log)
+	if err != nil {
+		return err
+	}
 	var explicit net.Listener
 	if cfg.ExplicitProxyListen != "" {
 		if explicit, err = net.Listen("tcp", cfg.ExplicitProxyListen); err != nil {
@@ -158,8 +193,8 @@ func Run(ctx context.Context, cfg Config) error {
 	return supervise(ctx, log, parts{in: in, srv: srv, set: set, dns: cfg.CaptureDNS, explicit: explicit})
 }
 
-// decryption builds the TLS-terminating path: CA, record sink, upstream.
-func decryption(cfg Config, log *slog.Logger) (*proxy.DecryptConfig, func(), error) {
+// decryption builds the TLS-terminating path: CA, recorder, upstream.
+func decryption(cfg Config, node string, pipe *pipeline, log *slog.Logger) (*proxy.DecryptConfig, error) {
 	var (
 		ca  *tlsca.CA
 		err error
@@ -170,44 +205,38 @@ func decryption(cfg Config, log *slog.Logger) (*proxy.DecryptConfig, func(), err
 		ca, err = tlsca.LoadOrCreate(cfg.DataDir)
 	}
 	if err != nil {
-		return nil, nil, fmt.Errorf("agent: %w", err)
+		return nil, fmt.Errorf("agent: %w", err)
 	}
 	up, err := proxy.NewUpstreamTransport(proxy.UpstreamConfig{ExtraCAs: cfg.UpstreamCA, Mark: orDefault(cfg.Mark, intercept.DefaultMark)})
 	if err != nil {
-		return nil, nil, fmt.Errorf("agent: %w", err)
+		return nil, fmt.Errorf("agent: %w", err)
 	}
-	path := filepath.Join(cfg.DataDir, RecordsFile)
-	sink, err := recorder.OpenJSONL(path, log)
+	rec, err := recorder.New(recorder.Config{Sink: spoolSink{pipe.spool}, MaxBody: cfg.MaxBody, AgentID: node, Node: node, Logger: log})
 	if err != nil {
-		return nil, nil, fmt.Errorf("agent: %w", err)
-	}
-	node := cfg.Node
-	if node == "" {
-		node, _ = os.Hostname()
-	}
-	rec, err := recorder.New(recorder.Config{Sink: sink, MaxBody: cfg.MaxBody, AgentID: node, Node: node, Logger: log})
-	if err != nil {
-		sink.Close()
-		return nil, nil, err
+		return nil, err
 	}
 	masker, eng, err := newMasker(cfg.Mask, cfg.DataDir)
 	if err != nil {
-		sink.Close()
-		return nil, nil, err
+		return nil, err
 	}
 	if eng != nil {
 		log.Info("masking secrets", "rules", len(eng.Rules()))
 	} else {
 		log.Warn("secret masking is off: prompts and responses pass unmasked")
 	}
-	log.Info("recording exchanges", "records", path, "ca_subject", ca.Certificate().Subject.String())
+	log.Info("recording exchanges", "spool", filepath.Join(cfg.DataDir, "spool"), "collector", cfg.Collector,
+		"spool_full", orDefaultString(cfg.SpoolFull, SpoolFullReject), "ca_subject", ca.Certificate().Subject.String())
 	return &proxy.DecryptConfig{CA: ca, Recorder: rec, Upstream: up, MaxRequestBody: cfg.MaxRequestBody,
-		UpstreamIdleTimeout: cfg.UpstreamIdleTimeout, Masker: masker}, func() { sink.Close() }, nil
+		UpstreamIdleTimeout: cfg.UpstreamIdleTimeout, Masker: masker,
+		PassUnspooled: cfg.SpoolFull == SpoolFullPass, OnSpoolFailure: pipe.onSpoolFailure}, nil
 }
 
-// RecordsFile is where, in the data directory, records are appended as
-// JSON lines until the audit pipeline ships them.
-const RecordsFile = "records.jsonl"
+func orDefaultString(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
 
 // parts are what supervise runs.
 type parts struct {

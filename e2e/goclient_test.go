@@ -5,6 +5,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/openai/openai-go/v3"
@@ -21,6 +24,12 @@ const envGoClient = "PROMPTRAIL_E2E_GO_CLIENT"
 const (
 	envPrompt    = "PROMPTRAIL_E2E_PROMPT"
 	envFakeReply = "PROMPTRAIL_E2E_FAKE_REPLY"
+	// envFakeStall makes the fake upstream stall a stream after N events.
+	envFakeStall = "PROMPTRAIL_E2E_FAKE_STALL"
+	// envCount and envPace shape mode "many": that many chat requests,
+	// each worker pausing envPace between its requests.
+	envCount = "PROMPTRAIL_E2E_COUNT"
+	envPace  = "PROMPTRAIL_E2E_PACE"
 )
 
 // clientResult is what every client (Go, Node, curl) reports.
@@ -38,7 +47,7 @@ func goClientMain() {
 	if mode == "" {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	out := clientResult{PID: os.Getpid(), Mode: mode}
 	if err := goClient(ctx, mode, &out); err != nil {
@@ -55,6 +64,9 @@ func goClient(ctx context.Context, mode string, out *clientResult) error {
 	if reply := os.Getenv(envFakeReply); reply != "" {
 		opts = append(opts, option.WithHeader("X-Fake-Reply", reply))
 	}
+	if stall := os.Getenv(envFakeStall); stall != "" {
+		opts = append(opts, option.WithHeader("X-Fake-Stall", stall))
+	}
 	client := openai.NewClient(opts...)
 	prompt := "Say hello from go"
 	if p := os.Getenv(envPrompt); p != "" {
@@ -65,6 +77,8 @@ func goClient(ctx context.Context, mode string, out *clientResult) error {
 		Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage(prompt)},
 	}
 	switch mode {
+	case "many":
+		return manyChats(ctx, client, prompt, out)
 	case "chat":
 		r, err := client.Chat.Completions.New(ctx, chat)
 		if err != nil {
@@ -109,6 +123,49 @@ func goClient(ctx context.Context, mode string, out *clientResult) error {
 		return s.Err()
 	default:
 		return fmt.Errorf("unknown mode %q", mode)
+	}
+	return nil
+}
+
+// manyChats sends envCount chat requests from 4 workers, prompt "<prompt>
+// #<i>", and reports how many succeeded in Text ("ok N failed M").
+func manyChats(ctx context.Context, client openai.Client, prompt string, out *clientResult) error {
+	n, err := strconv.Atoi(os.Getenv(envCount))
+	if err != nil {
+		return fmt.Errorf("%s: %w", envCount, err)
+	}
+	pace, _ := time.ParseDuration(os.Getenv(envPace))
+	var ok, failed atomic.Int64
+	var firstErr atomic.Value
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				_, err := client.Chat.Completions.New(ctx, openai.ChatCompletionNewParams{
+					Model:    openai.ChatModelGPT4oMini,
+					Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage(fmt.Sprintf("%s #%d", prompt, i))},
+				})
+				if err != nil {
+					failed.Add(1)
+					firstErr.CompareAndSwap(nil, err.Error())
+				} else {
+					ok.Add(1)
+				}
+				time.Sleep(pace)
+			}
+		}()
+	}
+	for i := range n {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	out.Text = fmt.Sprintf("ok %d failed %d", ok.Load(), failed.Load())
+	if e, _ := firstErr.Load().(string); e != "" {
+		out.Error = e
 	}
 	return nil
 }

@@ -4,11 +4,11 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/promptrail/promptrail/audit"
+	"github.com/promptrail/promptrail/collector/store"
 )
 
 // randomFrom returns n characters drawn from alphabet.
@@ -68,13 +68,13 @@ func TestSecretsAreMaskedEndToEnd(t *testing.T) {
 		checkFinding(t, r, "response", "github-pat")
 	})
 
-	raw, err := os.ReadFile(filepath.Join(n.dataDir, "records.jsonl"))
+	raw, err := json.Marshal(n.collector.all(t, store.Filter{}))
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, s := range []string{awsKey, ghToken, awsKey[4:], ghToken[4:]} {
 		if strings.Contains(string(raw), s) {
-			t.Fatalf("records.jsonl holds a secret or part of one: %q", s)
+			t.Fatalf("the collector's records hold a secret or part of one: %q", s)
 		}
 	}
 }

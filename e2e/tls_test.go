@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -23,11 +22,12 @@ const reply = "Hello through promptrail, streamed in pieces."
 // for the agent and the clients alike, to a fake upstream on 127.0.1.5.
 type tlsNode struct {
 	*node
-	fake     *fakeopenai.TLSServer
-	agentP   *agentProc
-	agentCA  string // the CA clients must trust
-	fakeCA   string // the fake upstream's CA
-	withHost func(...string) []string
+	fake      *fakeopenai.TLSServer
+	agentP    *agentProc
+	collector *collectorProc
+	agentCA   string // the CA clients must trust
+	fakeCA    string // the fake upstream's CA
+	withHost  func(...string) []string
 }
 
 func newTLSNode(t *testing.T) *tlsNode {
@@ -40,11 +40,19 @@ func newTLSNode(t *testing.T) *tlsNode {
 	hosts := filepath.Join(dir, "hosts")
 	os.WriteFile(hosts, []byte("127.0.0.1 localhost\n127.0.1.5 api.openai.com\n"), 0o644)
 	n.withHost = privateHosts(hosts)
-	n.agentP = startAgentWrapped(t, n.node.agent, n.withHost, n.agentArgs("--fail-mode", "fail-open", "--capture-dns=false",
-		"--target", "api.openai.com:443", "--target-cidr", "127.0.1.5/32", "--upstream-ca", n.fakeCA,
-		"--proxy-listen", "127.0.0.1:15110", "--explicit-proxy-listen", "127.0.0.1:15111")...)
+	n.collector = startCollector(t, n.node.agent)
+	n.agentP = n.startAgent(t)
 	n.agentCA = filepath.Join(n.dataDir, "ca.crt")
 	return n
+}
+
+// startAgent starts the node's agent (again, after a test killed it).
+func (n *tlsNode) startAgent(t *testing.T) *agentProc {
+	t.Helper()
+	args := append(n.agentArgs("--fail-mode", "fail-open", "--capture-dns=false",
+		"--target", "api.openai.com:443", "--target-cidr", "127.0.1.5/32", "--upstream-ca", n.fakeCA,
+		"--proxy-listen", "127.0.0.1:15110", "--explicit-proxy-listen", "127.0.0.1:15111"), n.collector.agentArgs()...)
+	return startAgentWrapped(t, n.node.agent, n.withHost, args...)
 }
 
 // privateHosts runs a command in its own mount namespace with hosts bind-
@@ -74,32 +82,11 @@ func (n *tlsNode) run(t *testing.T, env []string, argv ...string) ([]byte, int) 
 	return out, cmd.Process.Pid
 }
 
-// record waits for the agent's record of the exchange that match selects.
+// record waits until the collector holds the record of the exchange that
+// match selects: the agent spooled it and shipped it.
 func (n *tlsNode) record(t *testing.T, what string, match func(*audit.Record) bool) *audit.Record {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for time.Now().Before(deadline) {
-		f, err := os.Open(filepath.Join(n.dataDir, "records.jsonl"))
-		if err == nil {
-			sc := bufio.NewScanner(f)
-			sc.Buffer(make([]byte, 1<<20), 16<<20)
-			for sc.Scan() {
-				var r audit.Record
-				if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
-					f.Close()
-					t.Fatalf("records.jsonl has a line that is not a record: %v", err)
-				}
-				if match(&r) {
-					f.Close()
-					return &r
-				}
-			}
-			f.Close()
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("no record of %s", what)
-	return nil
+	return n.collector.record(t, what, match)
 }
 
 // checkRecord asserts what every record of a successful exchange holds.

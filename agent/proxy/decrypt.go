@@ -47,7 +47,15 @@ type DecryptConfig struct {
 	// MaxMaskedBody is the largest non-stream response masked as JSON on
 	// its decoded strings; larger ones are masked as text. Zero: 16 MiB.
 	MaxMaskedBody int64
-	Logger        *slog.Logger
+	// PassUnspooled lets a request go upstream, its record flagged
+	// unspooled, when its record could not be spooled (spool full, disk
+	// failing). False (the default): such requests are answered 503 and
+	// nothing goes out unrecorded.
+	PassUnspooled bool
+	// OnSpoolFailure, if set, is called for each request whose record
+	// could not be spooled, with whether it went upstream anyway.
+	OnSpoolFailure func(passed bool)
+	Logger         *slog.Logger
 }
 
 // connInfo is what the proxy knows about a decrypted connection.
@@ -194,6 +202,9 @@ func (d *decrypter) serveHTTP(w http.ResponseWriter, r *http.Request) {
 			fmt.Sprintf("promptrail: request body exceeds %d bytes", d.cfg.MaxRequestBody))
 		return
 	}
+	if !d.spool(w, r, ex) {
+		return
+	}
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
 	ctx = context.WithValue(ctx, exchangeKey{}, &exchangeCtx{ex: ex, cancel: cancel, info: info})
@@ -204,6 +215,30 @@ func (d *decrypter) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	out.Body = io.NopCloser(bytes.NewReader(body))
 	out.ContentLength = int64(len(body))
 	d.rp.ServeHTTP(w, out)
+}
+
+// spool puts the request's record on durable record before anything goes
+// upstream. It reports whether the request may go on; if not, it has
+// answered the client.
+func (d *decrypter) spool(w http.ResponseWriter, r *http.Request, ex *recorder.Exchange) bool {
+	err := ex.Spool(r.Context())
+	if err == nil {
+		return true
+	}
+	if d.cfg.OnSpoolFailure != nil {
+		d.cfg.OnSpoolFailure(d.cfg.PassUnspooled)
+	}
+	if d.cfg.PassUnspooled {
+		d.cfg.Logger.Warn("request forwarded without a spooled record (--spool-full=pass)", "id", ex.ID(), "err", err)
+		ex.MarkUnspooled(err)
+		return true
+	}
+	d.cfg.Logger.Error("request refused: its record could not be spooled", "id", ex.ID(), "err", err)
+	ex.Reject(http.StatusServiceUnavailable, "audit spool: "+err.Error())
+	w.Header().Set("Retry-After", "10")
+	writeAPIError(w, http.StatusServiceUnavailable, "promptrail_spool_unavailable",
+		"promptrail: the audit spool on this node is full or failing, and requests that cannot be recorded are refused; nothing was sent")
+	return false
 }
 
 // rewrite sends the request to the name the client asked for; the dialer

@@ -23,6 +23,13 @@ type Sink interface {
 	Write(ctx context.Context, r *audit.Record) error
 }
 
+// Journal is a Sink that also stores the record of a request before the
+// request goes upstream (see Exchange.Spool); Write then replaces it.
+type Journal interface {
+	Sink
+	Begin(ctx context.Context, r *audit.Record) error
+}
+
 // Config configures a Recorder.
 type Config struct {
 	// Sink receives every record. Required.
@@ -106,6 +113,25 @@ func (e *Exchange) Endpoint() openai.Endpoint { return e.rec.Request.Endpoint }
 
 // ID returns the record's ID.
 func (e *Exchange) ID() string { return e.rec.ID }
+
+// Spool stores the request's record durably before the request goes
+// upstream, if the sink is a Journal. An error means the request is not on
+// record; the caller decides whether it may go upstream all the same
+// (then MarkUnspooled).
+func (e *Exchange) Spool(ctx context.Context) error {
+	j, ok := e.r.cfg.Sink.(Journal)
+	if !ok {
+		return nil
+	}
+	return j.Begin(ctx, &e.rec)
+}
+
+// MarkUnspooled flags a record whose request went upstream although Spool
+// failed.
+func (e *Exchange) MarkUnspooled(err error) {
+	e.rec.Unspooled = true
+	e.rec.Error = "not spooled before forwarding: " + err.Error()
+}
 
 // AddFindings adds what masking found; a masked request's decision
 // becomes "mask".

@@ -14,8 +14,10 @@ import (
 const agentSummary = `Runs the node agent: attaches eBPF cgroup programs that steer connections
 bound for the targets into the agent's proxy. The proxy terminates TLS for
 target host names (clients must trust the CA that ` + "`promptrail ca`" + ` prints),
-records every exchange with the API in --data-dir/records.jsonl and forwards
-it; everything else is passed through untouched.
+records every exchange with the API and forwards it; everything else is
+passed through untouched. Each request's record is synced to the spool in
+--data-dir/spool before the request goes upstream, and shipped from there
+to --collector, which acknowledges before the spool lets it go.
 
 Fail modes: fail-closed (the agent's default) leaves the programs pinned when
 the agent stops or dies, and connects to targets are refused until an agent
@@ -28,6 +30,9 @@ type agentFlags struct {
 	config, dataDir, cgroupRoot, failMode, pinPath, mark *string
 	caCert, caKey, upstreamCA, explicitListen, node      *string
 	maskRules, resolvConf                                *string
+	collector, tokenFile, spoolFull, metricsListen       *string
+	spoolMax                                             *sizeFlag
+	shipInterval                                         *durationFlag
 	noMask                                               *bool
 	maskDisable, maskBlock                               *settings.List
 	maxBody                                              *int
@@ -66,7 +71,15 @@ func addAgentFlags(fs *flag.FlagSet, dataDir string, failMode intercept.FailMode
 		maskRules:      fs.String("mask-rules", "", "YAML `file` of custom masking rules, allowlist, rules to disable or block (see README)"),
 		maskDisable:    settings.NewList(),
 		maskBlock:      settings.NewList(),
+		collector:      fs.String("collector", "", "`URL` of the collector that records are shipped to, e.g. http://promptrail-collector:7070 (default: none; records stay in the spool)"),
+		tokenFile:      fs.String("token-file", "", "`file` holding the bearer token presented to the collector"),
+		spoolFull:      fs.String("spool-full", agent.SpoolFullReject, "when a request's record cannot be spooled (spool full or disk failing): reject (answer 503, nothing goes out unrecorded) or pass (forward it, record flagged unspooled)"),
+		spoolMax:       &sizeFlag{n: 1 << 30},
+		shipInterval:   &durationFlag{},
+		metricsListen:  fs.String("metrics-listen", "127.0.0.1:9464", "`ip:port` serving Prometheus /metrics and /healthz (empty: off)"),
 	}
+	fs.Var(f.spoolMax, "spool-max-bytes", "`size` limit of the spool, e.g. 512MiB or 2GiB")
+	fs.Var(f.shipInterval, "ship-interval", "how `long` a partial batch of records waits for more before it is shipped (default 1s)")
 	fs.Var(f.maskDisable, "mask-disable-rule", "`rule-id` not to apply, repeatable")
 	fs.Var(f.maskBlock, "mask-block-rule", "`rule-id` whose findings block the request (403) instead of masking it, repeatable")
 	fs.Var(f.upstreamIdle, "upstream-idle-timeout", "cancel a response (a stalled stream) after this `long` without a byte (default 5m)")
@@ -110,6 +123,12 @@ func (f agentFlags) agentConfig() (agent.Config, error) {
 		UpstreamIdleTimeout: f.upstreamIdle.d,
 		Mask: agent.MaskConfig{Disabled: *f.noMask, RulesFile: *f.maskRules,
 			DisableRules: f.maskDisable.Values(), BlockRules: f.maskBlock.Values()},
+		Collector:     *f.collector,
+		TokenFile:     *f.tokenFile,
+		SpoolMaxBytes: f.spoolMax.n,
+		SpoolFull:     *f.spoolFull,
+		ShipInterval:  f.shipInterval.d,
+		MetricsListen: *f.metricsListen,
 	}, nil
 }
 

@@ -30,11 +30,15 @@ type command struct {
 
 func commands() map[string]command {
 	return map[string]command{
-		"agent":   {"run the node agent (Kubernetes DaemonSet)", runAgent},
-		"run":     {"run promptrail on this host: intercept every process but itself", runHost},
-		"cleanup": {"remove the programs that a fail-closed agent left pinned", runCleanup},
-		"ca":      {"print the CA certificate that clients must trust", runCA},
-		"dev":     {"developer tools: dev fake-openai serves a fake OpenAI API", runDev},
+		"agent":     {"run the node agent (Kubernetes DaemonSet)", runAgent},
+		"run":       {"run promptrail on this host: intercept every process but itself", runHost},
+		"cleanup":   {"remove the programs that a fail-closed agent left pinned", runCleanup},
+		"ca":        {"print the CA certificate that clients must trust", runCA},
+		"dev":       {"developer tools: dev fake-openai serves a fake OpenAI API", runDev},
+		"collector": {"run the collector: ingest, tamper-evident store, query API", runCollector},
+		"query":     {"list audit records from the collector", runQuery},
+		"verify":    {"verify the collector's store (chains, Merkle log) or one record's proof", runVerify},
+		"export":    {"export audit records from the collector as JSON lines", runExport},
 	}
 }
 
@@ -65,7 +69,7 @@ func usage(cmds map[string]command) {
 	sort.Strings(names)
 	fmt.Fprintln(Stderr, "promptrail: see and control what your workloads send to LLM APIs.\n\nUsage: promptrail <command> [flags]\n\nCommands:")
 	for _, n := range names {
-		fmt.Fprintf(Stderr, "  %-8s %s\n", n, cmds[n].summary)
+		fmt.Fprintf(Stderr, "  %-10s %s\n", n, cmds[n].summary)
 	}
 	fmt.Fprintln(Stderr, "\nRun `promptrail <command> --help` for the flags of a command.")
 }

@@ -1,0 +1,56 @@
+package cli
+
+import (
+	"context"
+	"errors"
+
+	"github.com/promptrail/promptrail/collector"
+	"github.com/promptrail/promptrail/collector/auth"
+	"github.com/promptrail/promptrail/internal/settings"
+)
+
+const collectorSummary = `Runs the collector: takes record batches from agents (POST /v1/ingest),
+keeps them in a Badger store in --data-dir with per-agent hash chains and a
+Merkle log whose signed checkpoints it publishes, and answers queries
+(GET /v1/records, /v1/records/{id}, /v1/verify), /metrics and /healthz.
+
+Callers present bearer tokens listed in --tokens-file, one per line:
+  <role> <name> <token>     role: agent (ingest), reader (query, verify,
+                            export) or admin (both); an agent token's name
+                            is the agent ID it may ingest for, or *.`
+
+func runCollector(ctx context.Context, args []string) error {
+	fs := newFlagSet("collector", collectorSummary)
+	fs.String("config", "", "YAML `file` of settings, keyed by flag name")
+	dataDir := fs.String("data-dir", "/var/lib/promptrail-collector", "`directory` of the store and the checkpoint signing key")
+	listen := fs.String("listen", "127.0.0.1:7070", "`ip:port` of the API")
+	tokens := fs.String("tokens-file", "", "`file` of the bearer tokens accepted (required)")
+	retention := &durationFlag{}
+	// No default retention: deleting audit evidence is the operator's call.
+	fs.Var(retention, "retention", "drop records older than this `long` (whole days at a time), e.g. 2160h (default: keep forever)")
+	every := &durationFlag{}
+	fs.Var(every, "checkpoint-interval", "sign a checkpoint of the Merkle log this `often`, also when idle (default 30s)")
+	memLimit := fs.String("memory-limit", "1GiB", "soft memory `limit` of the Go runtime (GOMEMLIMIT wins when set); Badger's caches are sized below it")
+	lf := addLogFlags(fs)
+	if err := settings.Parse(fs, args, "config"); err != nil {
+		return err
+	}
+	logger, err := lf.logger()
+	if err != nil {
+		return err
+	}
+	if err := setMemoryLimit(*memLimit); err != nil {
+		return err
+	}
+	if *tokens == "" {
+		return errors.New("--tokens-file is required: the collector accepts no unauthenticated calls")
+	}
+	a, err := auth.LoadTokens(*tokens)
+	if err != nil {
+		return err
+	}
+	return collector.Run(ctx, collector.Config{
+		DataDir: *dataDir, Listen: *listen, Auth: a, Retention: retention.d,
+		CheckpointEvery: every.d, Logger: logger,
+	})
+}

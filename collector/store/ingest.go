@@ -1,0 +1,475 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"runtime"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	badger "github.com/dgraph-io/badger/v4"
+	"github.com/oklog/ulid/v2"
+	"github.com/transparency-dev/merkle/compact"
+	"github.com/transparency-dev/merkle/rfc6962"
+
+	"github.com/promptrail/promptrail/audit"
+)
+
+// ErrBatchTooLarge is returned by Ingest for a batch over MaxBatchBytes,
+// or one whose records and index keys do not fit one transaction; nothing
+// of it is stored. Send it again in smaller batches.
+var ErrBatchTooLarge = errors.New("store: batch too large for one transaction; split it")
+
+// maxIndexValue bounds an indexed value: longer values are stored but not
+// indexed, so Badger keys stay small.
+const maxIndexValue = 1 << 10
+
+// ValidationError says why Ingest refused a record (and so its batch).
+type ValidationError struct {
+	Index  int    // position in the batch
+	ID     string // record ID as received
+	Reason string
+}
+
+func (e *ValidationError) Error() string {
+	return fmt.Sprintf("store: record %d (id %q) is not valid: %s", e.Index, e.ID, e.Reason)
+}
+
+// Chain issue kinds.
+const (
+	IssueGap      = "gap"
+	IssueFork     = "fork"
+	IssueRestart  = "restart"
+	IssueConflict = "conflict"
+)
+
+// ChainIssue is a break in an agent's chain found by Ingest, as stored.
+type ChainIssue struct {
+	Kind   string    `json:"kind"`
+	Agent  string    `json:"agent"`
+	Seq    uint64    `json:"seq"`
+	ID     string    `json:"id"`
+	Detail string    `json:"detail"`
+	Time   time.Time `json:"time"`
+}
+
+func (c ChainIssue) String() string {
+	return fmt.Sprintf("%s: agent %s seq %d (record %s): %s", c.Kind, c.Agent, c.Seq, c.ID, c.Detail)
+}
+
+// prepared is a validated record with everything the transaction needs,
+// computed outside the lock.
+type prepared struct {
+	rec    *audit.Record
+	enc    []byte
+	leaf   []byte // Merkle leaf hash
+	hash   []byte // record hash, raw
+	bucket uint64
+}
+
+// head is an agent's chain head, as stored in c/ keys.
+type head struct {
+	Seq  uint64 `json:"seq"`
+	Hash string `json:"hash"`
+	ID   string `json:"id"`
+}
+
+// Ingest stores a batch of sealed records in one synced transaction: all
+// of them or, when it returns an error, none. Records the store already
+// holds are counted as duplicates; chain breaks are reported, stored and
+// never a reason to drop a record. An invalid record fails the batch with
+// a *ValidationError.
+func (s *Store) Ingest(ctx context.Context, recs []audit.Record) (audit.IngestResult, error) {
+	var res audit.IngestResult
+	if len(recs) == 0 {
+		return res, nil
+	}
+	preps, err := prepare(recs, s.bucketOfTime)
+	if err != nil {
+		return res, err
+	}
+	if err := ctx.Err(); err != nil {
+		return res, err
+	}
+	start := time.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	rng, err := cloneRange(s.rf, s.rng)
+	if err != nil {
+		return res, fmt.Errorf("store: copying tree state: %w", err)
+	}
+	b := &batch{s: s, txn: s.db.NewTransaction(true), rng: rng, now: start.UTC(),
+		heads: map[string]*head{}, seen: map[string]string{}}
+	defer b.txn.Discard()
+	for _, i := range chainOrder(preps) {
+		if err := b.add(&preps[i]); err != nil {
+			return audit.IngestResult{}, txnErr(err)
+		}
+	}
+	if err := b.finish(); err != nil {
+		return audit.IngestResult{}, txnErr(err)
+	}
+	if err := b.txn.Commit(); err != nil {
+		return audit.IngestResult{}, fmt.Errorf("store: committing batch of %d records: %w", len(recs), txnErr(err))
+	}
+	s.rng = rng
+	s.m.treeSize.Set(float64(rng.End()))
+	s.m.records.Add(float64(b.res.Accepted))
+	s.m.duplicates.Add(float64(b.res.Duplicates))
+	s.m.batches.Observe(time.Since(start).Seconds())
+	for _, is := range b.issues {
+		s.m.issues.WithLabelValues(is.Kind).Inc()
+		s.log.Warn("chain issue", "kind", is.Kind, "agent", is.Agent, "seq", is.Seq, "id", is.ID, "detail", is.Detail)
+	}
+	return b.res, nil
+}
+
+func txnErr(err error) error {
+	if errors.Is(err, badger.ErrTxnTooBig) {
+		return fmt.Errorf("%w: %w", ErrBatchTooLarge, err)
+	}
+	return err
+}
+
+// chainOrder returns the batch's indexes by agent, then seq, so chains
+// are checked in order whatever order the batch came in.
+func chainOrder(preps []prepared) []int {
+	order := make([]int, len(preps))
+	for i := range order {
+		order[i] = i
+	}
+	sort.SliceStable(order, func(a, b int) bool {
+		ra, rb := preps[order[a]].rec, preps[order[b]].rec
+		if ra.AgentID != rb.AgentID {
+			return ra.AgentID < rb.AgentID
+		}
+		return ra.Seq < rb.Seq
+	})
+	return order
+}
+
+// prepare validates and encodes the batch, spreading the JSON and hashing
+// work over the CPUs: it is most of an Ingest's cost.
+func prepare(recs []audit.Record, bucketOf func(ms uint64) uint64) ([]prepared, error) {
+	preps := make([]prepared, len(recs))
+	errs := make([]error, len(recs))
+	workers := min(runtime.GOMAXPROCS(0), (len(recs)+63)/64)
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for i := w; i < len(recs); i += workers {
+				errs[i] = prepareOne(&preps[i], i, &recs[i], bucketOf)
+			}
+		})
+	}
+	wg.Wait()
+	total := 0
+	for i, err := range errs {
+		if err != nil {
+			return nil, err
+		}
+		total += len(preps[i].enc)
+	}
+	if total > MaxBatchBytes {
+		return nil, fmt.Errorf("%w: %d bytes of records, limit %d", ErrBatchTooLarge, total, MaxBatchBytes)
+	}
+	return preps, nil
+}
+
+func prepareOne(p *prepared, i int, r *audit.Record, bucketOf func(ms uint64) uint64) error {
+	bad := func(format string, args ...any) error {
+		return &ValidationError{Index: i, ID: r.ID, Reason: fmt.Sprintf(format, args...)}
+	}
+	u, err := ulid.ParseStrict(r.ID)
+	if err != nil {
+		return bad("id is not a ULID: %v", err)
+	}
+	if u.String() != r.ID {
+		return bad("id is not a canonical (upper-case) ULID")
+	}
+	switch {
+	case r.AgentID == "":
+		return bad("agent_id is empty")
+	case strings.IndexByte(r.AgentID, 0) >= 0:
+		return bad("agent_id contains a NUL byte")
+	case r.Seq == 0:
+		return bad("seq is 0; sealed records count from 1")
+	}
+	raw, err := hex.DecodeString(r.Hash)
+	if err != nil || len(raw) != sha256.Size || hex.EncodeToString(raw) != r.Hash {
+		return bad("hash is not 64 lower-case hex digits")
+	}
+	enc, err := r.Encode()
+	if err != nil {
+		return bad("%v", err)
+	}
+	if len(enc) > MaxBatchBytes {
+		return bad("oversize: %d bytes encoded, limit %d", len(enc), MaxBatchBytes)
+	}
+	if !hashMatches(enc, r.Hash) {
+		return bad("%v", audit.ErrHash)
+	}
+	*p = prepared{rec: r, enc: enc, leaf: rfc6962.DefaultHasher.HashLeaf(enc),
+		hash: raw, bucket: bucketOf(u.Time())}
+	return nil
+}
+
+// hashMatches is audit.Record.CheckHash on the record's encoding, without
+// encoding it a second time: the canonical form is the encoding without
+// its "hash" member. That member follows id, agent_id, node, seq and
+// prev_hash, whose quotes JSON escapes, so its first occurrence is the
+// record's own.
+func hashMatches(enc []byte, hash string) bool {
+	member := `,"hash":"` + hash + `"`
+	i := bytes.Index(enc, []byte(member))
+	if i < 0 {
+		return false
+	}
+	h := sha256.New()
+	h.Write(enc[:i])
+	h.Write(enc[i+len(member):])
+	return hex.EncodeToString(h.Sum(nil)) == hash
+}
+
+// batch is one Ingest transaction in progress.
+type batch struct {
+	s      *Store
+	txn    *badger.Txn
+	rng    *compact.Range
+	now    time.Time
+	heads  map[string]*head  // agents' heads as this batch moves them
+	seen   map[string]string // id -> hash of records of this batch
+	issues []ChainIssue
+	res    audit.IngestResult
+	verr   error // first error of a Merkle visitor
+}
+
+func (b *batch) add(p *prepared) error {
+	r := p.rec
+	if h, ok := b.seen[r.ID]; ok {
+		return b.duplicate(p, h)
+	}
+	stored, err := b.storedHash(p)
+	if err != nil {
+		return err
+	}
+	if stored != "" {
+		return b.duplicate(p, stored)
+	}
+	b.seen[r.ID] = r.Hash
+	moves, err := b.chain(p)
+	if err != nil {
+		return err
+	}
+	if moves {
+		if err := b.txn.Set(seqKey(r.AgentID, r.Seq), append([]byte(r.ID), p.hash...)); err != nil {
+			return err
+		}
+	}
+	idx := b.rng.End()
+	sets := [][2][]byte{
+		{recordKey(p.bucket, r.ID), p.enc},
+		{leafIndexKey(p.bucket, r.ID), u64(idx)},
+		{leafKey(idx), leafValue(p.leaf, r.ID)},
+	}
+	for _, kv := range sets {
+		if err := b.txn.Set(kv[0], kv[1]); err != nil {
+			return err
+		}
+	}
+	for _, k := range indexKeys(p.bucket, r) {
+		if err := b.txn.Set(k, nil); err != nil {
+			return err
+		}
+	}
+	if err := b.rng.Append(p.leaf, b.visit); err != nil {
+		return fmt.Errorf("store: appending leaf %d: %w", idx, err)
+	}
+	if b.verr != nil {
+		return b.verr
+	}
+	b.res.Accepted++
+	return nil
+}
+
+// visit stores a node the compact range created: proofs are read from
+// these, never recomputed. Leaves (level 0) are in m/l already.
+func (b *batch) visit(id compact.NodeID, hash []byte) {
+	if b.verr == nil && id.Level > 0 {
+		b.verr = b.txn.Set(nodeKey(id.Level, id.Index), hash)
+	}
+}
+
+// duplicate handles a record whose ID is already stored, with hash had.
+func (b *batch) duplicate(p *prepared, had string) error {
+	r := p.rec
+	if had == r.Hash {
+		b.res.Duplicates++
+		return nil
+	}
+	return b.issue(ChainIssue{Kind: IssueConflict, Agent: r.AgentID, Seq: r.Seq, ID: r.ID,
+		Detail: fmt.Sprintf("a different record with this id is stored (hash %.12s…, received %.12s…); the received one was not stored", had, r.Hash)})
+}
+
+// storedHash returns the hash of the stored record with p's ID, or "".
+func (b *batch) storedHash(p *prepared) (string, error) {
+	id := p.rec.ID
+	if _, err := b.txn.Get(leafIndexKey(p.bucket, id)); errors.Is(err, badger.ErrKeyNotFound) {
+		return "", nil
+	} else if err != nil {
+		return "", fmt.Errorf("store: looking up record %s: %w", id, err)
+	}
+	it, err := b.txn.Get(recordKey(p.bucket, id))
+	if err != nil {
+		return "", fmt.Errorf("store: reading stored record %s: %w", id, err)
+	}
+	var v struct {
+		Hash string `json:"hash"`
+	}
+	if err := it.Value(func(raw []byte) error { return json.Unmarshal(raw, &v) }); err != nil {
+		return "", fmt.Errorf("store: decoding stored record %s (run Verify): %w", id, err)
+	}
+	if v.Hash == "" {
+		v.Hash = "(none)"
+	}
+	return v.Hash, nil
+}
+
+// chain checks p against its agent's head, records any issue, and says
+// whether p becomes the head.
+func (b *batch) chain(p *prepared) (bool, error) {
+	r := p.rec
+	h, err := b.head(r.AgentID)
+	if err != nil {
+		return false, err
+	}
+	is := ChainIssue{Agent: r.AgentID, Seq: r.Seq, ID: r.ID}
+	moves := true
+	switch {
+	case r.Seq == h.Seq+1 && r.PrevHash == h.Hash:
+	case r.Seq > h.Seq+1:
+		is.Kind = IssueGap
+		is.Detail = fmt.Sprintf("records %d to %d are missing", h.Seq+1, r.Seq-1)
+		if r.Seq == h.Seq+2 {
+			is.Detail = fmt.Sprintf("record %d is missing", h.Seq+1)
+		}
+	case r.Seq == 1 && r.PrevHash == "":
+		is.Kind = IssueRestart
+		is.Detail = fmt.Sprintf("the agent started a new chain after record %d (%s): it lost its spool", h.Seq, h.ID)
+	case r.Seq <= h.Seq:
+		is.Kind = IssueFork
+		is.Detail = fmt.Sprintf("seq is not after the chain head %d (%s): a replayed or reordered record", h.Seq, h.ID)
+		moves = false
+	default:
+		is.Kind = IssueFork
+		is.Detail = fmt.Sprintf("prev_hash %.12s… does not link to record %d (%s, hash %.12s…)", r.PrevHash, h.Seq, h.ID, h.Hash)
+	}
+	if is.Kind != "" {
+		if err := b.issue(is); err != nil {
+			return false, err
+		}
+	}
+	if moves {
+		*h = head{Seq: r.Seq, Hash: r.Hash, ID: r.ID}
+	}
+	return moves, nil
+}
+
+func (b *batch) head(agent string) (*head, error) {
+	if h, ok := b.heads[agent]; ok {
+		return h, nil
+	}
+	h := &head{}
+	it, err := b.txn.Get(headKey(agent))
+	switch {
+	case errors.Is(err, badger.ErrKeyNotFound):
+	case err != nil:
+		return nil, fmt.Errorf("store: reading chain head of agent %s: %w", agent, err)
+	default:
+		if err := it.Value(func(v []byte) error { return json.Unmarshal(v, h) }); err != nil {
+			return nil, fmt.Errorf("store: decoding chain head of agent %s: %w", agent, err)
+		}
+	}
+	b.heads[agent] = h
+	return h, nil
+}
+
+func (b *batch) issue(is ChainIssue) error {
+	is.Time = b.now
+	v, err := json.Marshal(is)
+	if err != nil {
+		return fmt.Errorf("store: encoding chain issue: %w", err)
+	}
+	if err := b.txn.Set(issueKey(is.Agent, is.Seq, is.ID), v); err != nil {
+		return err
+	}
+	b.issues = append(b.issues, is)
+	b.res.ChainIssues = append(b.res.ChainIssues, is.String())
+	return nil
+}
+
+// finish writes the heads and the tree state.
+func (b *batch) finish() error {
+	for agent, h := range b.heads {
+		if h.Seq == 0 {
+			continue
+		}
+		v, err := json.Marshal(h)
+		if err != nil {
+			return fmt.Errorf("store: encoding chain head: %w", err)
+		}
+		if err := b.txn.Set(headKey(agent), v); err != nil {
+			return err
+		}
+	}
+	if err := b.txn.Set(keyTreeSize, u64(b.rng.End())); err != nil {
+		return err
+	}
+	return b.txn.Set(keyRange, rangeBytes(b.rng))
+}
+
+// indexKeys returns the x/ keys of a record.
+func indexKeys(bucket uint64, r *audit.Record) [][]byte {
+	var keys [][]byte
+	add := func(field string, values ...string) {
+		for i, v := range values {
+			if v == "" || len(v) > maxIndexValue || contains(values[:i], v) {
+				continue
+			}
+			keys = append(keys, indexKey(bucket, field, v, r.ID))
+		}
+	}
+	w := &r.Workload
+	add(fieldNamespace, w.Namespace)
+	add(fieldWorkload, workloadValues(r)...)
+	add(fieldModel, r.Request.Model)
+	rules := make([]string, len(r.Findings))
+	for i, f := range r.Findings {
+		rules[i] = f.Rule
+	}
+	add(fieldFinding, rules...)
+	add(fieldAction, r.Decision.Action)
+	add(fieldAgent, r.AgentID)
+	return keys
+}
+
+func workloadValues(r *audit.Record) []string {
+	w := &r.Workload
+	return []string{w.Identity, w.Pod, w.Owner, w.Unit, w.Container, w.Comm}
+}
+
+func contains(list []string, v string) bool {
+	for _, x := range list {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,164 @@
+package store
+
+// Key layout. Every key starts with a one-letter table name and a slash;
+// integers are big-endian so that byte order is numeric order; record IDs
+// are 26-character ULIDs, so a key that ends in an ID is parsed from its
+// end and values before it may hold any byte.
+//
+// Bucketed tables: everything about a record lives under its time bucket,
+// so retention drops a whole bucket with one DropPrefix.
+//
+//	b/<bucket 8>/r/<id>                        record, audit.Record.Encode() bytes
+//	b/<bucket 8>/l/<id>                        Merkle leaf index, 8 bytes
+//	b/<bucket 8>/x/<field>\x00<value>\x00<id>  empty; secondary index
+//
+// <bucket> is the start of the bucket in Unix seconds: the ULID time of the
+// record's ID truncated to Config.Bucket. Index fields: ns (namespace), wl
+// (workload identity, pod, owner, unit, container and comm), model,
+// finding (rule), action and agent.
+//
+// Chains, one per agent:
+//
+//	c/<agent>                         head, JSON {seq, hash, id}
+//	s/<agent>\x00<seq 8>              id (26 bytes) + record hash (32 bytes raw)
+//	k/<agent>\x00<seq 8>\x00<id>      chain issue, JSON (see ChainIssue)
+//
+// s/ keys follow the chain the head follows: a record that moves the head
+// sets its seq's key. Storing the hash beside the id lets Verify check the
+// links of a chain without decoding its records twice.
+//
+// Merkle log (RFC 6962):
+//
+//	m/l/<leaf index 8>          leaf hash (32 bytes) + id
+//	m/n/<level 1><index 8>      hash of every non-ephemeral node above the leaves
+//	m/size                      tree size, 8 bytes
+//	m/range                     compact range hashes, 32 bytes each, to resume appending
+//	m/cp                        latest signed checkpoint (note text)
+//	m/ret                       retention cut: the oldest bucket kept, 8 bytes
+//	m/bucket                    bucket width in seconds, fixed when the store is created
+
+import (
+	"encoding/binary"
+)
+
+const idLen = 26
+
+// Index field names, as they appear in x/ keys.
+const (
+	fieldNamespace = "ns"
+	fieldWorkload  = "wl"
+	fieldModel     = "model"
+	fieldFinding   = "finding"
+	fieldAction    = "action"
+	fieldAgent     = "agent"
+)
+
+var (
+	keyTreeSize  = []byte("m/size")
+	keyRange     = []byte("m/range")
+	keyCP        = []byte("m/cp")
+	keyRetention = []byte("m/ret")
+	keyBucket    = []byte("m/bucket")
+
+	prefixBuckets = []byte("b/")
+	prefixLeaves  = []byte("m/l/")
+	prefixNodes   = []byte("m/n/")
+	prefixSeqs    = []byte("s/")
+	prefixIssues  = []byte("k/")
+)
+
+// bucketPrefix returns b/<bucket>/.
+func bucketPrefix(bucket uint64) []byte {
+	k := make([]byte, 0, 11)
+	k = append(k, 'b', '/')
+	k = binary.BigEndian.AppendUint64(k, bucket)
+	return append(k, '/')
+}
+
+// bucketTablePrefix returns b/<bucket>/<table>/.
+func bucketTablePrefix(bucket uint64, table byte) []byte {
+	k := make([]byte, 0, 13+idLen)
+	k = append(k, 'b', '/')
+	k = binary.BigEndian.AppendUint64(k, bucket)
+	return append(k, '/', table, '/')
+}
+
+func recordKey(bucket uint64, id string) []byte {
+	return append(bucketTablePrefix(bucket, 'r'), id...)
+}
+
+func leafIndexKey(bucket uint64, id string) []byte {
+	return append(bucketTablePrefix(bucket, 'l'), id...)
+}
+
+// indexPrefix returns b/<bucket>/x/<field>\x00<value>\x00.
+func indexPrefix(bucket uint64, field, value string) []byte {
+	k := make([]byte, 0, 13+len(field)+len(value)+2+idLen)
+	k = append(k, bucketTablePrefix(bucket, 'x')...)
+	k = append(k, field...)
+	k = append(k, 0)
+	k = append(k, value...)
+	return append(k, 0)
+}
+
+func indexKey(bucket uint64, field, value, id string) []byte {
+	return append(indexPrefix(bucket, field, value), id...)
+}
+
+// bucketOf returns the bucket in a b/ key.
+func bucketOf(key []byte) (uint64, bool) {
+	if len(key) < 11 || key[0] != 'b' || key[1] != '/' {
+		return 0, false
+	}
+	return binary.BigEndian.Uint64(key[2:10]), true
+}
+
+func headKey(agent string) []byte {
+	return append([]byte("c/"), agent...)
+}
+
+// agentSeqPrefix returns <table>/<agent>\x00.
+func agentPrefix(table byte, agent string) []byte {
+	k := make([]byte, 0, 2+len(agent)+1+8+1+idLen)
+	k = append(k, table, '/')
+	k = append(k, agent...)
+	return append(k, 0)
+}
+
+func seqKey(agent string, seq uint64) []byte {
+	return binary.BigEndian.AppendUint64(agentPrefix('s', agent), seq)
+}
+
+func issueKey(agent string, seq uint64, id string) []byte {
+	k := binary.BigEndian.AppendUint64(agentPrefix('k', agent), seq)
+	k = append(k, 0)
+	return append(k, id...)
+}
+
+// parseAgentSeq splits an s/ key into agent and seq.
+func parseSeqKey(key []byte) (agent string, seq uint64, ok bool) {
+	if len(key) < 2+1+8 {
+		return "", 0, false
+	}
+	body := key[2:]
+	agent = string(body[:len(body)-9])
+	if body[len(body)-9] != 0 {
+		return "", 0, false
+	}
+	return agent, binary.BigEndian.Uint64(body[len(body)-8:]), true
+}
+
+func leafKey(index uint64) []byte {
+	return binary.BigEndian.AppendUint64(append([]byte(nil), prefixLeaves...), index)
+}
+
+func nodeKey(level uint, index uint64) []byte {
+	k := make([]byte, 0, len(prefixNodes)+9)
+	k = append(k, prefixNodes...)
+	k = append(k, byte(level))
+	return binary.BigEndian.AppendUint64(k, index)
+}
+
+func u64(v uint64) []byte {
+	return binary.BigEndian.AppendUint64(nil, v)
+}
