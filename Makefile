@@ -39,7 +39,7 @@ bench:
 	$(GO) test -run '^$$' -bench . -benchtime 20000x -count 3 ./agent/intercept/
 	$(GO) test -run '^$$' -bench BenchmarkProxy -benchtime 1x -count 3 ./e2e/
 	$(GO) test -run '^$$' -bench . -benchmem ./agent/openai/ ./agent/targets/ ./agent/proxy/ ./agent/secrets/ ./agent/mask/
-	$(GO) test -run '^$$' -bench . ./agent/spool/
+	$(GO) test -run '^$$' -bench . ./agent/spool/ ./agent/identity/
 	$(GO) test -run '^$$' -bench BenchmarkIngest -benchtime 20x -count 3 ./collector/store/
 	PROMPTRAIL_BENCH_RECORDS=$${PROMPTRAIL_BENCH_RECORDS:-1000000} $(GO) test -run '^$$' -bench BenchmarkMillion -benchtime 1x -timeout 90m ./collector/store/
 

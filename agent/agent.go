@@ -17,6 +17,8 @@ import (
 	"strings"
 	"time"
 
+	"k8s.io/client-go/kubernetes"
+
 	"github.com/promptrail/promptrail/agent/intercept"
 	"github.com/promptrail/promptrail/agent/proxy"
 	"github.com/promptrail/promptrail/agent/recorder"
@@ -90,6 +92,19 @@ type Config struct {
 	ShipInterval time.Duration
 	// MetricsListen is where /metrics and /healthz are served. Empty: off.
 	MetricsListen string
+	// Kube resolves pods through the Kubernetes API (in-cluster
+	// configuration; a pod informer restricted to Node). Off: identity
+	// comes from cgroup paths and /proc only.
+	Kube bool
+	// KubeClient, if set, is the API client (tests use a fake clientset);
+	// it implies Kube.
+	KubeClient kubernetes.Interface
+	// TrustDomain is the SPIFFE trust domain of pod identities. Empty:
+	// cluster.local.
+	TrustDomain string
+	// IdentityLabels are the pod labels copied into records. Empty:
+	// identity.DefaultLabels().
+	IdentityLabels []string
 	// Logger is the agent's logger. Nil: slog.Default().
 	Logger *slog.Logger
 }
@@ -145,10 +160,16 @@ func Run(ctx context.Context, cfg Config) error {
 			log.Error("shipper stopped", "err", err)
 		}
 	}()
+	ident, err := newIdentity(ctx, cfg, node, log)
+	if err != nil {
+		return err
+	}
+	defer ident.Close()
 	decrypt, err := decryption(cfg, node, pipe, log)
 	if err != nil {
 		return err
 	}
+	decrypt.Identify = identify(ident)
 	var explicit net.Listener
 	if cfg.ExplicitProxyListen != "" {
 		if explicit, err = net.Listen("tcp", cfg.ExplicitProxyListen); err != nil {

@@ -87,3 +87,24 @@ func parseOrZero(s string) netip.AddrPort {
 	}
 	return netip.MustParseAddrPort(s)
 }
+
+func TestCgroupMountOfASubtree(t *testing.T) {
+	// A hybrid host (v2 at /sys/fs/cgroup/unified) and a DaemonSet's view
+	// of the host hierarchy.
+	const mountinfo = `20 30 0:37 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
+21 30 0:38 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu
+40 30 0:39 / /host/sys/fs/cgroup rw,relatime - cgroup2 cgroup2 rw,nsdelegate
+`
+	for dir, want := range map[string]string{
+		"/sys/fs/cgroup/unified":                    "/sys/fs/cgroup/unified",
+		"/sys/fs/cgroup/unified/promptrail-test-1/": "/sys/fs/cgroup/unified",
+		"/host/sys/fs/cgroup":                       "/host/sys/fs/cgroup",
+		"/host/sys/fs/cgroup/kubepods.slice":        "/host/sys/fs/cgroup",
+		"/sys/fs/cgroup/cpu/x":                      "/sys/fs/cgroup/cpu/x", // v1: not ours
+		"/sys/fs/cgroup/unifiedX":                   "/sys/fs/cgroup/unifiedX",
+	} {
+		if got := cgroupMountIn(mountinfo, dir); got != want {
+			t.Errorf("cgroupMountIn(%q) = %q, want %q", dir, got, want)
+		}
+	}
+}

@@ -47,6 +47,15 @@ type DecryptConfig struct {
 	// MaxMaskedBody is the largest non-stream response masked as JSON on
 	// its decoded strings; larger ones are masked as text. Zero: 16 MiB.
 	MaxMaskedBody int64
+	// Identify resolves the workload behind a connection's origin. It is
+	// started when the connection arrives, so it runs while the client
+	// handshakes; a request waits for it at most IdentifyWait, and a
+	// record whose identity arrives later gets it before it is finished.
+	// Nil: records carry the process facts the kernel gave.
+	Identify func(ctx context.Context, o intercept.Origin) audit.Workload
+	// IdentifyWait bounds how long a request waits for Identify. Zero:
+	// 100ms.
+	IdentifyWait time.Duration
 	// PassUnspooled lets a request go upstream, its record flagged
 	// unspooled, when its record could not be spooled (spool full, disk
 	// failing). False (the default): such requests are answered 503 and
@@ -64,6 +73,29 @@ type connInfo struct {
 	client netip.AddrPort
 	sni    string
 	origin *intercept.Origin // nil in explicit mode
+	ident  *identity         // nil when nothing resolves identities
+}
+
+// identity is the workload resolution of a connection, in flight or done.
+type identity struct {
+	done chan struct{}
+	w    audit.Workload
+}
+
+// identifyTimeout bounds one resolution, which may wait for the
+// Kubernetes API to learn a pod that just started.
+const identifyTimeout = 5 * time.Second
+
+// startIdentify resolves o in the background.
+func startIdentify(f func(context.Context, intercept.Origin) audit.Workload, o intercept.Origin) *identity {
+	id := &identity{done: make(chan struct{})}
+	go func() {
+		defer close(id.done)
+		ctx, cancel := context.WithTimeout(context.Background(), identifyTimeout)
+		defer cancel()
+		id.w = f(ctx, o)
+	}()
+	return id
 }
 
 type connInfoKey struct{}
@@ -94,6 +126,9 @@ func newDecrypter(cfg DecryptConfig) (*decrypter, error) {
 	}
 	if cfg.HandshakeTimeout == 0 {
 		cfg.HandshakeTimeout = 10 * time.Second
+	}
+	if cfg.IdentifyWait == 0 {
+		cfg.IdentifyWait = 100 * time.Millisecond
 	}
 	if cfg.MaxMaskedBody == 0 {
 		cfg.MaxMaskedBody = 16 << 20
@@ -184,7 +219,11 @@ func (d *decrypter) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		// get the same, masked, body.
 		body, findings, blockBy = maskRequest(d.cfg.Masker, r, body)
 	}
-	ex := d.cfg.Recorder.Begin(r, body, int64(len(body)), d.connection(r, info), workload(info))
+	who, late := d.workload(info)
+	ex := d.cfg.Recorder.Begin(r, body, int64(len(body)), d.connection(r, info), who)
+	if late != nil {
+		ex.FillWorkloadLater(late)
+	}
 	ex.AddFindings(findings...)
 	switch {
 	case blockBy != "":
@@ -310,12 +349,35 @@ func (d *decrypter) connection(r *http.Request, info *connInfo) audit.Connection
 	return c
 }
 
-func workload(info *connInfo) audit.Workload {
+// workload is who made the request: the resolved identity if it arrives
+// within IdentifyWait, else the kernel's process facts and a function
+// that yields the identity once it has arrived.
+func (d *decrypter) workload(info *connInfo) (audit.Workload, func() (audit.Workload, bool)) {
 	if info.origin == nil {
-		return audit.Workload{Kind: "unknown"}
+		return audit.Workload{Kind: "unknown"}, nil
 	}
 	o := info.origin
-	return audit.Workload{Kind: "process", PID: o.TGID, UID: o.UID, GID: o.GID, Comm: o.Comm, CgroupID: o.CgroupID}
+	base := audit.Workload{Kind: "process", PID: o.TGID, UID: o.UID, GID: o.GID, Comm: o.Comm, CgroupID: o.CgroupID}
+	id := info.ident
+	if id == nil {
+		return base, nil
+	}
+	t := time.NewTimer(d.cfg.IdentifyWait)
+	defer t.Stop()
+	select {
+	case <-id.done:
+		return id.w, nil
+	case <-t.C:
+	}
+	d.cfg.Logger.Debug("workload identity not resolved in time; the record gets it later", "cgroup_id", o.CgroupID, "pid", o.TGID)
+	return base, func() (audit.Workload, bool) {
+		select {
+		case <-id.done:
+			return id.w, true
+		default:
+			return audit.Workload{}, false
+		}
+	}
 }
 
 // writeAPIError answers in the OpenAI API's error shape, so SDKs surface

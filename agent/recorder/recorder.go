@@ -72,6 +72,7 @@ type Exchange struct {
 	rec   audit.Record
 
 	once sync.Once
+	late func() (audit.Workload, bool)
 }
 
 // Begin starts the record of a request whose body has been read whole
@@ -126,6 +127,11 @@ func (e *Exchange) Spool(ctx context.Context) error {
 	return j.Begin(ctx, &e.rec)
 }
 
+// FillWorkloadLater sets a function that the record asks, when it is
+// finished, for a workload identity that was not resolved when the
+// request began.
+func (e *Exchange) FillWorkloadLater(f func() (audit.Workload, bool)) { e.late = f }
+
 // MarkUnspooled flags a record whose request went upstream although Spool
 // failed.
 func (e *Exchange) MarkUnspooled(err error) {
@@ -171,6 +177,11 @@ func (e *Exchange) finish(incomplete bool) {
 		e.rec.End = end.UTC()
 		e.rec.DurationMS = ms(end.Sub(e.start))
 		e.rec.Incomplete = incomplete
+		if e.late != nil {
+			if w, ok := e.late(); ok {
+				e.rec.Workload = w
+			}
+		}
 		// Records are written after the client has its answer; a slow sink
 		// must not hold the request, but must not lose the record either.
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

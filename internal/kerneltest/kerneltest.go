@@ -89,7 +89,8 @@ func NewCgroupAt(tb testing.TB, parent, rel string) string {
 		if err := os.Mkdir(dir, 0o755); err != nil {
 			tb.Fatalf("creating cgroup %s: %v", dir, err)
 		}
-		tb.Cleanup(func() { removeCgroup(tb, dir) })
+		level := dir // each level's own cleanup; they run deepest first
+		tb.Cleanup(func() { removeCgroup(tb, level) })
 	}
 	return dir
 }

@@ -31,6 +31,9 @@ type agentFlags struct {
 	caCert, caKey, upstreamCA, explicitListen, node      *string
 	maskRules, resolvConf                                *string
 	collector, tokenFile, spoolFull, metricsListen       *string
+	trustDomain                                          *string
+	kube                                                 *bool
+	identityLabels                                       *settings.List
 	spoolMax                                             *sizeFlag
 	shipInterval                                         *durationFlag
 	noMask                                               *bool
@@ -78,6 +81,10 @@ func addAgentFlags(fs *flag.FlagSet, dataDir string, failMode intercept.FailMode
 		shipInterval:   &durationFlag{},
 		metricsListen:  fs.String("metrics-listen", "127.0.0.1:9464", "`ip:port` serving Prometheus /metrics and /healthz (empty: off)"),
 	}
+	f.kube = fs.Bool("kube", false, "resolve pods through the Kubernetes API (in-cluster service account; a pod informer restricted to --node-name)")
+	f.trustDomain = fs.String("trust-domain", "cluster.local", "SPIFFE trust `domain` of pod identities (spiffe://<domain>/ns/<ns>/sa/<sa>)")
+	f.identityLabels = settings.NewList()
+	fs.Var(f.identityLabels, "identity-label", "pod label `key` copied into records, repeatable (default app.kubernetes.io/name, app.kubernetes.io/instance, app.kubernetes.io/component, app, version)")
 	fs.Var(f.spoolMax, "spool-max-bytes", "`size` limit of the spool, e.g. 512MiB or 2GiB")
 	fs.Var(f.shipInterval, "ship-interval", "how `long` a partial batch of records waits for more before it is shipped (default 1s)")
 	fs.Var(f.maskDisable, "mask-disable-rule", "`rule-id` not to apply, repeatable")
@@ -123,12 +130,15 @@ func (f agentFlags) agentConfig() (agent.Config, error) {
 		UpstreamIdleTimeout: f.upstreamIdle.d,
 		Mask: agent.MaskConfig{Disabled: *f.noMask, RulesFile: *f.maskRules,
 			DisableRules: f.maskDisable.Values(), BlockRules: f.maskBlock.Values()},
-		Collector:     *f.collector,
-		TokenFile:     *f.tokenFile,
-		SpoolMaxBytes: f.spoolMax.n,
-		SpoolFull:     *f.spoolFull,
-		ShipInterval:  f.shipInterval.d,
-		MetricsListen: *f.metricsListen,
+		Collector:      *f.collector,
+		TokenFile:      *f.tokenFile,
+		SpoolMaxBytes:  f.spoolMax.n,
+		SpoolFull:      *f.spoolFull,
+		ShipInterval:   f.shipInterval.d,
+		MetricsListen:  *f.metricsListen,
+		Kube:           *f.kube,
+		TrustDomain:    *f.trustDomain,
+		IdentityLabels: f.identityLabels.Values(),
 	}, nil
 }
 
