@@ -239,3 +239,28 @@ func urlValues(q string) (map[string][]string, error) {
 	v, err := url.ParseQuery(q)
 	return v, err
 }
+
+// FuzzParseFilter: any query string gets a filter or a clear error, never
+// a panic, and an accepted limit is in range.
+func FuzzParseFilter(f *testing.F) {
+	for _, s := range []string{"since=90m&until=2026-11-28T10:00:00Z", "limit=1000&q=%00", "since=7d&cursor=AAAA", "since=-5m", "since=99999999999d", "until=1h&since=2h"} {
+		f.Add(s)
+	}
+	now := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
+	f.Fuzz(func(t *testing.T, q string) {
+		v, err := url.ParseQuery(q)
+		if err != nil {
+			return
+		}
+		flt, err := collector.ParseFilter(v, now)
+		if err != nil {
+			return
+		}
+		if flt.Limit < 0 || flt.Limit > 1000 {
+			t.Fatalf("%q: limit %d accepted", q, flt.Limit)
+		}
+		if !flt.Since.IsZero() && !flt.Until.IsZero() && flt.Until.Before(flt.Since) {
+			t.Fatalf("%q: until before since accepted", q)
+		}
+	})
+}

@@ -72,18 +72,7 @@ func removeRuncCgroups(t *testing.T, mount, rel string) {
 		if strings.HasPrefix(d, mount+"/") {
 			d = filepath.Join(d, "libpod_parent")
 		}
-		var all []string
-		filepath.WalkDir(d, func(p string, e os.DirEntry, err error) error {
-			if err == nil && e.IsDir() {
-				all = append(all, p)
-			}
-			return nil
-		})
-		for i := len(all) - 1; i >= 0; i-- {
-			if err := os.Remove(all[i]); err != nil && !os.IsNotExist(err) {
-				t.Errorf("removing cgroup %s: %v", all[i], err)
-			}
-		}
+		kerneltest.RemoveCgroupTree(t, d)
 	}
 }
 

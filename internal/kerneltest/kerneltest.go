@@ -95,6 +95,23 @@ func NewCgroupAt(tb testing.TB, parent, rel string) string {
 	return dir
 }
 
+// RemoveCgroupTree removes the cgroup dir and every cgroup below it,
+// deepest first, killing what still runs in them (in any hierarchy, v1
+// included: a container runtime on a hybrid host makes groups there).
+func RemoveCgroupTree(tb testing.TB, dir string) {
+	tb.Helper()
+	var all []string
+	filepath.WalkDir(dir, func(p string, e os.DirEntry, err error) error {
+		if err == nil && e.IsDir() {
+			all = append(all, p)
+		}
+		return nil
+	})
+	for i := len(all) - 1; i >= 0; i-- {
+		removeCgroup(tb, all[i])
+	}
+}
+
 func removeCgroup(tb testing.TB, dir string) {
 	deadline := time.Now().Add(5 * time.Second)
 	for {
