@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -81,19 +82,26 @@ func startAgentWrapped(t testing.TB, cgroup string, wrap func(...string) []strin
 	if wrap != nil {
 		argv = wrap(argv...)
 	}
-	cmd := exec.Command(argv[0], argv[1:]...)
+	a := startProc(t, cgroup, exec.Command(argv[0], argv[1:]...))
+	a.waitLog(t, "agent running", func(map[string]any) bool { return true })
+	return a
+}
+
+// startProc starts cmd, a promptrail command with JSON logs, inside
+// cgroup, collects its log lines and kills it when the test ends.
+func startProc(t testing.TB, cgroup string, cmd *exec.Cmd) *agentProc {
+	t.Helper()
 	kerneltest.CommandInCgroup(t, cgroup, cmd)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := cmd.Start(); err != nil {
-		t.Fatalf("starting agent: %v", err)
+		t.Fatalf("starting %s: %v", strings.Join(cmd.Args, " "), err)
 	}
 	a := &agentProc{cmd: cmd, done: make(chan struct{})}
 	go a.collect(t, stderr)
 	t.Cleanup(func() { a.stop(syscall.SIGKILL) })
-	a.waitLog(t, "agent running", func(map[string]any) bool { return true })
 	return a
 }
 

@@ -14,7 +14,6 @@ import (
 	"github.com/promptrail/promptrail/audit"
 	"github.com/promptrail/promptrail/collector/client"
 	"github.com/promptrail/promptrail/collector/store"
-	"github.com/promptrail/promptrail/internal/kerneltest"
 )
 
 // collectorProc is a `promptrail collector` process that a test can kill
@@ -51,18 +50,7 @@ func (c *collectorProc) start() {
 	c.t.Helper()
 	cmd := exec.Command(promptrail(c.t), "collector", "--log-format", "json", "--data-dir", c.dataDir,
 		"--listen", c.addr, "--tokens-file", c.tokensFile, "--checkpoint-interval", "1s")
-	kerneltest.CommandInCgroup(c.t, c.cgroup, cmd)
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		c.t.Fatalf("starting collector: %v", err)
-	}
-	c.agentProc = &agentProc{cmd: cmd, done: make(chan struct{})}
-	go c.agentProc.collect(c.t, stderr)
-	p := c.agentProc
-	c.t.Cleanup(func() { p.stop(syscall.SIGKILL) })
+	c.agentProc = startProc(c.t, c.cgroup, cmd)
 	c.waitLog(c.t, "collector serving", func(map[string]any) bool { return true })
 }
 

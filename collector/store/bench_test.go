@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -85,6 +86,39 @@ func BenchmarkIngest(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.N*1000)/took.Seconds(), "records/s")
 	b.ReportMetric(float64(size), "bytes/record")
+}
+
+// BenchmarkIngestConcurrent has 4 agents ship batches of 500 at once, as
+// a collector serving a fleet sees them; records are made before the
+// clock starts.
+func BenchmarkIngestConcurrent(b *testing.B) {
+	const agents, size = 4, 500
+	s := openTestStore(b, Config{})
+	start := time.Now().Add(-time.Hour)
+	work := make([][][]audit.Record, agents)
+	for a := range work {
+		f := &benchFleet{chains: []*agentChain{newChain(b, fmt.Sprintf("agent-%02d", a), start)}, n: a}
+		for i := 0; i < b.N; i++ {
+			work[a] = append(work[a], f.batch(size, start.Add(time.Duration(i)*time.Second), time.Millisecond))
+		}
+	}
+	b.ResetTimer()
+	t0 := time.Now()
+	var wg sync.WaitGroup
+	for a := range work {
+		wg.Go(func() {
+			for _, batch := range work[a] {
+				if _, err := s.Ingest(context.Background(), batch); err != nil {
+					b.Errorf("Ingest: %v", err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	took := time.Since(t0)
+	b.StopTimer()
+	b.ReportMetric(float64(agents*size*b.N)/took.Seconds(), "records/s")
 }
 
 // BenchmarkMillion builds a store of PROMPTRAIL_BENCH_RECORDS (default

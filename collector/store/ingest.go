@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -16,7 +17,6 @@ import (
 
 	badger "github.com/dgraph-io/badger/v4"
 	"github.com/oklog/ulid/v2"
-	"github.com/transparency-dev/merkle/compact"
 	"github.com/transparency-dev/merkle/rfc6962"
 
 	"github.com/promptrail/promptrail/audit"
@@ -68,9 +68,11 @@ func (c ChainIssue) String() string {
 // computed outside the lock.
 type prepared struct {
 	rec    *audit.Record
-	enc    []byte
+	val    []byte // r/ value: leaf index, set when stored, then enc
+	enc    []byte // val without the leaf index
 	leaf   []byte // Merkle leaf hash
 	hash   []byte // record hash, raw
+	uid    ulid.ULID
 	bucket uint64
 }
 
@@ -91,44 +93,24 @@ func (s *Store) Ingest(ctx context.Context, recs []audit.Record) (audit.IngestRe
 	if len(recs) == 0 {
 		return res, nil
 	}
-	preps, err := prepare(recs, s.bucketOfTime)
+	preps, size, err := prepare(recs, s.bucketOfTime)
 	if err != nil {
 		return res, err
 	}
 	if err := ctx.Err(); err != nil {
 		return res, err
 	}
-	start := time.Now()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	rng, err := cloneRange(s.rf, s.rng)
-	if err != nil {
-		return res, fmt.Errorf("store: copying tree state: %w", err)
+	c := &call{preps: preps, size: size, start: time.Now(), wake: make(chan struct{})}
+	s.submit(c)
+	if c.err != nil {
+		return audit.IngestResult{}, c.err
 	}
-	b := &batch{s: s, txn: s.db.NewTransaction(true), rng: rng, now: start.UTC(),
-		heads: map[string]*head{}, seen: map[string]string{}}
-	defer b.txn.Discard()
-	for _, i := range chainOrder(preps) {
-		if err := b.add(&preps[i]); err != nil {
-			return audit.IngestResult{}, txnErr(err)
-		}
-	}
-	if err := b.finish(); err != nil {
-		return audit.IngestResult{}, txnErr(err)
-	}
-	if err := b.txn.Commit(); err != nil {
-		return audit.IngestResult{}, fmt.Errorf("store: committing batch of %d records: %w", len(recs), txnErr(err))
-	}
-	s.rng = rng
-	s.m.treeSize.Set(float64(rng.End()))
-	s.m.records.Add(float64(b.res.Accepted))
-	s.m.duplicates.Add(float64(b.res.Duplicates))
-	s.m.batches.Observe(time.Since(start).Seconds())
-	for _, is := range b.issues {
+	s.m.batches.Observe(time.Since(c.start).Seconds())
+	for _, is := range c.issues {
 		s.m.issues.WithLabelValues(is.Kind).Inc()
 		s.log.Warn("chain issue", "kind", is.Kind, "agent", is.Agent, "seq", is.Seq, "id", is.ID, "detail", is.Detail)
 	}
-	return b.res, nil
+	return c.res, nil
 }
 
 func txnErr(err error) error {
@@ -157,7 +139,7 @@ func chainOrder(preps []prepared) []int {
 
 // prepare validates and encodes the batch, spreading the JSON and hashing
 // work over the CPUs: it is most of an Ingest's cost.
-func prepare(recs []audit.Record, bucketOf func(ms uint64) uint64) ([]prepared, error) {
+func prepare(recs []audit.Record, bucketOf func(ms uint64) uint64) ([]prepared, int, error) {
 	preps := make([]prepared, len(recs))
 	errs := make([]error, len(recs))
 	workers := min(runtime.GOMAXPROCS(0), (len(recs)+63)/64)
@@ -173,14 +155,14 @@ func prepare(recs []audit.Record, bucketOf func(ms uint64) uint64) ([]prepared, 
 	total := 0
 	for i, err := range errs {
 		if err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 		total += len(preps[i].enc)
 	}
 	if total > MaxBatchBytes {
-		return nil, fmt.Errorf("%w: %d bytes of records, limit %d", ErrBatchTooLarge, total, MaxBatchBytes)
+		return nil, 0, fmt.Errorf("%w: %d bytes of records, limit %d", ErrBatchTooLarge, total, MaxBatchBytes)
 	}
-	return preps, nil
+	return preps, total, nil
 }
 
 func prepareOne(p *prepared, i int, r *audit.Record, bucketOf func(ms uint64) uint64) error {
@@ -210,14 +192,17 @@ func prepareOne(p *prepared, i int, r *audit.Record, bucketOf func(ms uint64) ui
 	if err != nil {
 		return bad("%v", err)
 	}
+	// Room for the leaf index in front, so storing it copies nothing.
+	val := append(make([]byte, leafIdxLen, leafIdxLen+len(enc)), enc...)
+	enc = val[leafIdxLen:]
 	if len(enc) > MaxBatchBytes {
 		return bad("oversize: %d bytes encoded, limit %d", len(enc), MaxBatchBytes)
 	}
 	if !hashMatches(enc, r.Hash) {
 		return bad("%v", audit.ErrHash)
 	}
-	*p = prepared{rec: r, enc: enc, leaf: rfc6962.DefaultHasher.HashLeaf(enc),
-		hash: raw, bucket: bucketOf(u.Time())}
+	*p = prepared{rec: r, val: val, enc: enc, leaf: rfc6962.DefaultHasher.HashLeaf(enc),
+		hash: raw, uid: u, bucket: bucketOf(u.Time())}
 	return nil
 }
 
@@ -238,73 +223,52 @@ func hashMatches(enc []byte, hash string) bool {
 	return hex.EncodeToString(h.Sum(nil)) == hash
 }
 
-// batch is one Ingest transaction in progress.
+// batch is one Ingest call's part of a group's transaction.
 type batch struct {
-	s      *Store
-	txn    *badger.Txn
-	rng    *compact.Range
-	now    time.Time
-	heads  map[string]*head  // agents' heads as this batch moves them
-	seen   map[string]string // id -> hash of records of this batch
+	g      *group
 	issues []ChainIssue
 	res    audit.IngestResult
-	verr   error // first error of a Merkle visitor
 }
 
 func (b *batch) add(p *prepared) error {
-	r := p.rec
-	if h, ok := b.seen[r.ID]; ok {
+	g, r := b.g, p.rec
+	if h, ok := g.seen[r.ID]; ok {
 		return b.duplicate(p, h)
 	}
-	stored, err := b.storedHash(p)
+	stored, err := g.storedHash(p)
 	if err != nil {
 		return err
 	}
 	if stored != "" {
 		return b.duplicate(p, stored)
 	}
-	b.seen[r.ID] = r.Hash
+	g.seen[r.ID] = r.Hash
 	moves, err := b.chain(p)
 	if err != nil {
 		return err
 	}
 	if moves {
-		if err := b.txn.Set(seqKey(r.AgentID, r.Seq), append([]byte(r.ID), p.hash...)); err != nil {
+		if err := g.txn.Set(seqKey(r.AgentID, r.Seq), append([]byte(r.ID), p.hash...)); err != nil {
 			return err
 		}
 	}
-	idx := b.rng.End()
-	sets := [][2][]byte{
-		{recordKey(p.bucket, r.ID), p.enc},
-		{leafIndexKey(p.bucket, r.ID), u64(idx)},
-		{leafKey(idx), leafValue(p.leaf, r.ID)},
+	idx := g.rng.End()
+	binary.BigEndian.PutUint64(p.val[:leafIdxLen], idx)
+	if err := g.txn.Set(recordKey(p.bucket, r.ID), p.val); err != nil {
+		return err
 	}
-	for _, kv := range sets {
-		if err := b.txn.Set(kv[0], kv[1]); err != nil {
-			return err
-		}
+	if err := g.txn.Set(leafKey(idx), leafValue(p.leaf, r.ID)); err != nil {
+		return err
 	}
-	for _, k := range indexKeys(p.bucket, r) {
-		if err := b.txn.Set(k, nil); err != nil {
-			return err
-		}
-	}
-	if err := b.rng.Append(p.leaf, b.visit); err != nil {
+	g.index(p)
+	if err := g.rng.Append(p.leaf, g.visit); err != nil {
 		return fmt.Errorf("store: appending leaf %d: %w", idx, err)
 	}
-	if b.verr != nil {
-		return b.verr
+	if g.verr != nil {
+		return g.verr
 	}
 	b.res.Accepted++
 	return nil
-}
-
-// visit stores a node the compact range created: proofs are read from
-// these, never recomputed. Leaves (level 0) are in m/l already.
-func (b *batch) visit(id compact.NodeID, hash []byte) {
-	if b.verr == nil && id.Level > 0 {
-		b.verr = b.txn.Set(nodeKey(id.Level, id.Index), hash)
-	}
 }
 
 // duplicate handles a record whose ID is already stored, with hash had.
@@ -319,21 +283,26 @@ func (b *batch) duplicate(p *prepared, had string) error {
 }
 
 // storedHash returns the hash of the stored record with p's ID, or "".
-func (b *batch) storedHash(p *prepared) (string, error) {
+// A Get of an absent key is answered by the tables' bloom filters, so
+// this costs little for the new records that are nearly all of a batch.
+func (g *group) storedHash(p *prepared) (string, error) {
 	id := p.rec.ID
-	if _, err := b.txn.Get(leafIndexKey(p.bucket, id)); errors.Is(err, badger.ErrKeyNotFound) {
+	it, err := g.txn.Get(recordKey(p.bucket, id))
+	if errors.Is(err, badger.ErrKeyNotFound) {
 		return "", nil
 	} else if err != nil {
 		return "", fmt.Errorf("store: looking up record %s: %w", id, err)
 	}
-	it, err := b.txn.Get(recordKey(p.bucket, id))
-	if err != nil {
-		return "", fmt.Errorf("store: reading stored record %s: %w", id, err)
-	}
 	var v struct {
 		Hash string `json:"hash"`
 	}
-	if err := it.Value(func(raw []byte) error { return json.Unmarshal(raw, &v) }); err != nil {
+	err = it.Value(func(raw []byte) error {
+		if len(raw) < leafIdxLen {
+			return fmt.Errorf("%d bytes", len(raw))
+		}
+		return json.Unmarshal(raw[leafIdxLen:], &v)
+	})
+	if err != nil {
 		return "", fmt.Errorf("store: decoding stored record %s (run Verify): %w", id, err)
 	}
 	if v.Hash == "" {
@@ -346,7 +315,7 @@ func (b *batch) storedHash(p *prepared) (string, error) {
 // whether p becomes the head.
 func (b *batch) chain(p *prepared) (bool, error) {
 	r := p.rec
-	h, err := b.head(r.AgentID)
+	h, err := b.g.head(r.AgentID)
 	if err != nil {
 		return false, err
 	}
@@ -382,12 +351,12 @@ func (b *batch) chain(p *prepared) (bool, error) {
 	return moves, nil
 }
 
-func (b *batch) head(agent string) (*head, error) {
-	if h, ok := b.heads[agent]; ok {
+func (g *group) head(agent string) (*head, error) {
+	if h, ok := g.heads[agent]; ok {
 		return h, nil
 	}
 	h := &head{}
-	it, err := b.txn.Get(headKey(agent))
+	it, err := g.txn.Get(headKey(agent))
 	switch {
 	case errors.Is(err, badger.ErrKeyNotFound):
 	case err != nil:
@@ -397,67 +366,22 @@ func (b *batch) head(agent string) (*head, error) {
 			return nil, fmt.Errorf("store: decoding chain head of agent %s: %w", agent, err)
 		}
 	}
-	b.heads[agent] = h
+	g.heads[agent] = h
 	return h, nil
 }
 
 func (b *batch) issue(is ChainIssue) error {
-	is.Time = b.now
+	is.Time = b.g.now
 	v, err := json.Marshal(is)
 	if err != nil {
 		return fmt.Errorf("store: encoding chain issue: %w", err)
 	}
-	if err := b.txn.Set(issueKey(is.Agent, is.Seq, is.ID), v); err != nil {
+	if err := b.g.txn.Set(issueKey(is.Agent, is.Seq, is.ID), v); err != nil {
 		return err
 	}
 	b.issues = append(b.issues, is)
 	b.res.ChainIssues = append(b.res.ChainIssues, is.String())
 	return nil
-}
-
-// finish writes the heads and the tree state.
-func (b *batch) finish() error {
-	for agent, h := range b.heads {
-		if h.Seq == 0 {
-			continue
-		}
-		v, err := json.Marshal(h)
-		if err != nil {
-			return fmt.Errorf("store: encoding chain head: %w", err)
-		}
-		if err := b.txn.Set(headKey(agent), v); err != nil {
-			return err
-		}
-	}
-	if err := b.txn.Set(keyTreeSize, u64(b.rng.End())); err != nil {
-		return err
-	}
-	return b.txn.Set(keyRange, rangeBytes(b.rng))
-}
-
-// indexKeys returns the x/ keys of a record.
-func indexKeys(bucket uint64, r *audit.Record) [][]byte {
-	var keys [][]byte
-	add := func(field string, values ...string) {
-		for i, v := range values {
-			if v == "" || len(v) > maxIndexValue || contains(values[:i], v) {
-				continue
-			}
-			keys = append(keys, indexKey(bucket, field, v, r.ID))
-		}
-	}
-	w := &r.Workload
-	add(fieldNamespace, w.Namespace)
-	add(fieldWorkload, workloadValues(r)...)
-	add(fieldModel, r.Request.Model)
-	rules := make([]string, len(r.Findings))
-	for i, f := range r.Findings {
-		rules[i] = f.Rule
-	}
-	add(fieldFinding, rules...)
-	add(fieldAction, r.Decision.Action)
-	add(fieldAgent, r.AgentID)
-	return keys
 }
 
 func workloadValues(r *audit.Record) []string {

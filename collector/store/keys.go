@@ -1,21 +1,30 @@
 package store
 
 // Key layout. Every key starts with a one-letter table name and a slash;
-// integers are big-endian so that byte order is numeric order; record IDs
-// are 26-character ULIDs, so a key that ends in an ID is parsed from its
-// end and values before it may hold any byte.
+// integers are big-endian so that byte order is numeric order. Record IDs
+// are ULIDs: 26 characters in r/ keys, 16 raw bytes in index postings
+// (the two sort alike). A key that ends in an ID is parsed from its end,
+// so values before it may hold any byte.
 //
 // Bucketed tables: everything about a record lives under its time bucket,
 // so retention drops a whole bucket with one DropPrefix.
 //
-//	b/<bucket 8>/r/<id>                        record, audit.Record.Encode() bytes
-//	b/<bucket 8>/l/<id>                        Merkle leaf index, 8 bytes
-//	b/<bucket 8>/x/<field>\x00<value>\x00<id>  empty; secondary index
+//	b/<bucket 8>/r/<id>                                    <leaf index 8> + audit.Record.Encode() bytes
+//	b/<bucket 8>/x/<field>\x00<value>\x00<max 16><min 16>  index posting: raw IDs, 16 bytes each, ascending
 //
 // <bucket> is the start of the bucket in Unix seconds: the ULID time of the
 // record's ID truncated to Config.Bucket. Index fields: ns (namespace), wl
 // (workload identity, pod, owner, unit, container and comm), model,
 // finding (rule), action and agent.
+//
+// Badger's cost is mostly per key, so an index is written as postings, not
+// a key per record and value: one posting per (bucket, field, value) and
+// commit, holding the IDs of that commit's records with that value. Its
+// key ends in its newest and oldest IDs (unique, as an ID is stored once),
+// so a query walks postings newest first and skips, by key alone, those
+// wholly outside its range. Postings of concurrent agents overlap in time;
+// query.go merges them. The leaf index rides in front of the record so
+// that Get and Verify need no key of their own for it.
 //
 // Chains, one per agent:
 //
@@ -36,12 +45,21 @@ package store
 //	m/cp                        latest signed checkpoint (note text)
 //	m/ret                       retention cut: the oldest bucket kept, 8 bytes
 //	m/bucket                    bucket width in seconds, fixed when the store is created
+//	m/layout                    layoutVersion, 8 bytes: Open refuses any other layout
 
 import (
 	"encoding/binary"
 )
 
-const idLen = 26
+const (
+	idLen  = 26
+	rawLen = 16 // a ULID's raw bytes, as postings hold them
+	// layoutVersion is the key layout above. Bump it with any change a
+	// store written before could not be read with.
+	layoutVersion = 2
+	// leafIdxLen is the leaf index in front of a record's encoding.
+	leafIdxLen = 8
+)
 
 // Index field names, as they appear in x/ keys.
 const (
@@ -59,6 +77,7 @@ var (
 	keyCP        = []byte("m/cp")
 	keyRetention = []byte("m/ret")
 	keyBucket    = []byte("m/bucket")
+	keyLayout    = []byte("m/layout")
 
 	prefixBuckets = []byte("b/")
 	prefixLeaves  = []byte("m/l/")
@@ -87,13 +106,9 @@ func recordKey(bucket uint64, id string) []byte {
 	return append(bucketTablePrefix(bucket, 'r'), id...)
 }
 
-func leafIndexKey(bucket uint64, id string) []byte {
-	return append(bucketTablePrefix(bucket, 'l'), id...)
-}
-
 // indexPrefix returns b/<bucket>/x/<field>\x00<value>\x00.
 func indexPrefix(bucket uint64, field, value string) []byte {
-	k := make([]byte, 0, 13+len(field)+len(value)+2+idLen)
+	k := make([]byte, 0, 13+len(field)+len(value)+2+2*rawLen)
 	k = append(k, bucketTablePrefix(bucket, 'x')...)
 	k = append(k, field...)
 	k = append(k, 0)
@@ -101,8 +116,11 @@ func indexPrefix(bucket uint64, field, value string) []byte {
 	return append(k, 0)
 }
 
-func indexKey(bucket uint64, field, value, id string) []byte {
-	return append(indexPrefix(bucket, field, value), id...)
+// postingKey returns the key of a posting under prefix holding IDs from
+// lo to hi.
+func postingKey(prefix []byte, hi, lo []byte) []byte {
+	k := make([]byte, 0, len(prefix)+2*rawLen)
+	return append(append(append(k, prefix...), hi...), lo...)
 }
 
 // bucketOf returns the bucket in a b/ key.

@@ -3,12 +3,14 @@ package store
 import (
 	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 	"unicode"
 
 	badger "github.com/dgraph-io/badger/v4"
@@ -172,7 +174,11 @@ func (s *Store) signLocked(ctx context.Context) (*checkpoint, error) {
 	if err != nil {
 		return nil, err
 	}
-	body := log.Checkpoint{Origin: s.cfg.Origin, Size: size, Hash: root}.Marshal()
+	// An extension line carries the signing time, so that a checkpoint
+	// signed while the log is idle still says the log was alive then, and
+	// a client can tell a stale checkpoint from a fresh one.
+	body := append(log.Checkpoint{Origin: s.cfg.Origin, Size: size, Hash: root}.Marshal(),
+		"timestamp "+time.Now().UTC().Format(time.RFC3339Nano)+"\n"...)
 	signed, err := note.Sign(&note.Note{Text: string(body)}, s.signer)
 	if err != nil {
 		return nil, fmt.Errorf("store: signing checkpoint: %w", err)
@@ -233,8 +239,11 @@ func (s *Store) Get(ctx context.Context, id string) (*audit.Record, *Proof, erro
 		if raw, err = it.ValueCopy(nil); err != nil {
 			return err
 		}
-		idx, err = getU64(txn, leafIndexKey(bkt, id))
-		return err
+		if len(raw) < leafIdxLen {
+			return fmt.Errorf("the stored value is %d bytes (run Verify)", len(raw))
+		}
+		idx, raw = binary.BigEndian.Uint64(raw), raw[leafIdxLen:]
+		return nil
 	})
 	if errors.Is(err, badger.ErrKeyNotFound) {
 		return nil, nil, fmt.Errorf("%w: %s", ErrNotFound, id)

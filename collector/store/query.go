@@ -63,8 +63,9 @@ type query struct {
 	txn     *badger.Txn
 	f       Filter
 	lo, hi  string        // id bounds: lo inclusive, hi exclusive
-	drive   *indexFilter  // the index iterated, nil: records
-	checks  []indexFilter // other index filters, checked by key lookup
+	loRaw   ulid.ULID     // lo, raw
+	hiRaw   ulid.ULID     // the newest ID below hi, raw
+	filters []indexFilter // index filters, all of which a record matches
 	q       string        // lower-case Q
 	qRaw    []byte        // lower-case Q, if it can be searched in raw JSON
 	limit   int
@@ -138,22 +139,17 @@ func (q *query) bounds() error {
 	return nil
 }
 
-// plan picks the index to iterate: the one likely to match fewest
-// records. The others are checked by key lookups, which are far cheaper
-// than decoding records.
+// plan lists the index filters. Their postings are intersected, so the
+// order matters little; the likely most selective go first, which makes
+// the leapfrog take the long strides first.
 func (q *query) plan() {
 	for _, f := range []indexFilter{
 		{fieldFinding, q.f.Finding}, {fieldWorkload, q.f.Workload}, {fieldAgent, q.f.Agent},
 		{fieldModel, q.f.Model}, {fieldNamespace, q.f.Namespace}, {fieldAction, q.f.Action},
 	} {
-		if f.value == "" {
-			continue
+		if f.value != "" {
+			q.filters = append(q.filters, f)
 		}
-		if q.drive == nil {
-			q.drive = &f
-			continue
-		}
-		q.checks = append(q.checks, f)
 	}
 	if q.f.Q != "" {
 		q.q = strings.ToLower(q.f.Q)
@@ -177,6 +173,7 @@ func rawSearchable(s string) bool {
 
 // run walks the buckets from newest to oldest until the page is full.
 func (q *query) run(ctx context.Context) error {
+	var ok bool
 	cut, err := q.s.retentionCut(q.txn)
 	if err != nil {
 		return err
@@ -189,6 +186,12 @@ func (q *query) run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("lower bound: %w", err)
 	}
+	q.loRaw, q.hiRaw = loU, hiU
+	if len(q.hi) == idLen { // exclusive; with the "~" of no bound, inclusive
+		if q.hiRaw, ok = below(hiU); !ok {
+			return nil
+		}
+	}
 	loBucket := max(q.s.bucketOfTime(loU.Time()), cut)
 	opts := badger.DefaultIteratorOptions
 	opts.Reverse, opts.PrefetchValues = true, false
@@ -196,7 +199,8 @@ func (q *query) run(ctx context.Context) error {
 	defer finder.Close()
 	next := q.s.bucketOfTime(hiU.Time())
 	for {
-		bkt, ok := prevBucket(finder, next)
+		var bkt uint64
+		bkt, ok = prevBucket(finder, next)
 		if !ok || bkt < loBucket {
 			return nil
 		}
@@ -223,12 +227,10 @@ func prevBucket(it *badger.Iterator, bkt uint64) (uint64, bool) {
 }
 
 func (q *query) scanBucket(bkt uint64) error {
-	var prefix []byte
-	if q.drive != nil {
-		prefix = indexPrefix(bkt, q.drive.field, q.drive.value)
-	} else {
-		prefix = bucketTablePrefix(bkt, 'r')
+	if len(q.filters) > 0 {
+		return q.scanIndex(bkt)
 	}
+	prefix := bucketTablePrefix(bkt, 'r')
 	opts := badger.DefaultIteratorOptions
 	opts.Reverse, opts.PrefetchValues, opts.Prefix = true, false, prefix
 	it := q.txn.NewIterator(opts)
@@ -236,7 +238,7 @@ func (q *query) scanBucket(bkt uint64) error {
 	for it.Seek(append(append([]byte(nil), prefix...), q.hi...)); it.ValidForPrefix(prefix); it.Next() {
 		key := it.Item().Key()
 		if len(key) != len(prefix)+idLen {
-			continue // a longer value sharing this prefix
+			continue
 		}
 		id := string(key[len(prefix):])
 		if id >= q.hi {
@@ -246,7 +248,7 @@ func (q *query) scanBucket(bkt uint64) error {
 			return nil
 		}
 		q.scanned++
-		ok, err := q.match(bkt, id, it.Item())
+		ok, err := q.take(id, it.Item())
 		if err != nil {
 			return err
 		}
@@ -257,27 +259,47 @@ func (q *query) scanBucket(bkt uint64) error {
 	return nil
 }
 
-// match checks a candidate and appends it to the page if it matches.
-func (q *query) match(bkt uint64, id string, item *badger.Item) (bool, error) {
-	for _, c := range q.checks {
-		_, err := q.txn.Get(indexKey(bkt, c.field, c.value, id))
-		if errors.Is(err, badger.ErrKeyNotFound) {
-			return false, nil
+// scanIndex walks the IDs in every filter's postings of the bucket,
+// newest first, and reads only the records of those.
+func (q *query) scanIndex(bkt uint64) error {
+	streams := make([]*idStream, len(q.filters))
+	for i, f := range q.filters {
+		streams[i] = newIDStream(q.txn, indexPrefix(bkt, f.field, f.value), q.loRaw)
+		defer streams[i].Close()
+	}
+	bound := q.hiRaw
+	for {
+		uid, ok, err := intersect(streams, bound)
+		if err != nil || !ok {
+			return err
 		}
-		if err != nil {
-			return false, err
+		q.scanned++
+		id := uid.String()
+		item, err := q.txn.Get(recordKey(bkt, id))
+		switch {
+		case errors.Is(err, badger.ErrKeyNotFound): // dropped by retention under our feet
+		case err != nil:
+			return err
+		default:
+			if ok, err := q.take(id, item); err != nil || (ok && len(q.out) > q.limit) {
+				return err
+			}
+		}
+		if bound, ok = below(uid); !ok {
+			return nil
 		}
 	}
-	if q.drive != nil {
-		var err error
-		if item, err = q.txn.Get(recordKey(bkt, id)); errors.Is(err, badger.ErrKeyNotFound) {
-			return false, nil // dropped by retention under our feet
-		} else if err != nil {
-			return false, err
-		}
-	}
+}
+
+// take decodes a candidate's record and appends it to the page if it
+// matches Q.
+func (q *query) take(id string, item *badger.Item) (bool, error) {
 	var rec audit.Record
 	err := item.Value(func(raw []byte) error {
+		if len(raw) < leafIdxLen {
+			return fmt.Errorf("the stored value is %d bytes", len(raw))
+		}
+		raw = raw[leafIdxLen:]
 		if q.qRaw != nil && !bytes.Contains(bytes.ToLower(raw), q.qRaw) {
 			return nil
 		}

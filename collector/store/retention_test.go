@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 )
@@ -62,5 +63,35 @@ func TestRunSignsAndStops(t *testing.T) {
 	}
 	if err := s.Run(context.Background()); err == nil {
 		t.Error("Run on a closed store returned nil")
+	}
+}
+
+func TestRunSignsCheckpointsWhileIdle(t *testing.T) {
+	s := openTestStore(t, Config{CheckpointEvery: 20 * time.Millisecond})
+	ingest(t, s, newChain(t, "agent-a", time.Now()).take(3, nil))
+	first, err := s.Checkpoint(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		cp, err := s.Checkpoint(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(cp) != string(first) {
+			if !strings.Contains(string(cp), "\n3\n") || !strings.Contains(string(cp), "\ntimestamp ") {
+				t.Fatalf("idle checkpoint:\n%s", cp)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no new checkpoint was signed while the log was idle")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

@@ -3,9 +3,10 @@
 // Ed25519-signed checkpoints, verification, queries and retention.
 //
 // A Store is safe for concurrent use. Ingest calls are serialised: each
-// batch is one synced Badger transaction that holds the records, their
-// indexes, the chain heads and the Merkle nodes, so a crash never leaves
-// the log and the records out of step.
+// batch is committed in one synced Badger transaction that holds the
+// records, their indexes, the chain heads and the Merkle nodes, so a crash
+// never leaves the log and the records out of step. Batches of concurrent
+// calls may share a transaction (and its sync).
 package store
 
 import (
@@ -142,7 +143,13 @@ type Store struct {
 	rf       *compact.RangeFactory
 	m        *metrics
 
-	// mu serialises Ingest and guards rng, which always equals the
+	// qmu guards the queue of Ingest calls waiting to commit and whether
+	// a commit is running (see submit).
+	qmu        sync.Mutex
+	queue      []*call
+	committing bool
+
+	// mu serialises commits and guards rng, which always equals the
 	// committed tree.
 	mu  sync.Mutex
 	rng *compact.Range
@@ -209,11 +216,17 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 // load reads the persistent tree state and checks the bucket width.
 func (s *Store) load(ctx context.Context) error {
 	return s.db.Update(func(txn *badger.Txn) error {
+		if err := s.checkLayout(txn); err != nil {
+			return err
+		}
 		w, err := getU64(txn, keyBucket)
 		switch {
 		case errors.Is(err, badger.ErrKeyNotFound):
 			if err := txn.Set(keyBucket, u64(s.bucket)); err != nil {
 				return fmt.Errorf("store: saving bucket width: %w", err)
+			}
+			if err := txn.Set(keyLayout, u64(layoutVersion)); err != nil {
+				return fmt.Errorf("store: saving layout version: %w", err)
 			}
 		case err != nil:
 			return fmt.Errorf("store: reading bucket width: %w", err)
@@ -234,6 +247,28 @@ func (s *Store) load(ctx context.Context) error {
 		s.m.treeSize.Set(float64(rng.End()))
 		return nil
 	})
+}
+
+// checkLayout refuses a store written with another key layout: reading
+// one as this layout would return wrong answers, not errors. A store
+// without m/bucket is new; one with it but no m/layout predates versions.
+func (s *Store) checkLayout(txn *badger.Txn) error {
+	v, err := getU64(txn, keyLayout)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		if _, err := txn.Get(keyBucket); errors.Is(err, badger.ErrKeyNotFound) {
+			return nil
+		} else if err != nil {
+			return fmt.Errorf("store: reading bucket width: %w", err)
+		}
+		v = 1
+	} else if err != nil {
+		return fmt.Errorf("store: reading layout version: %w", err)
+	}
+	if v != layoutVersion {
+		return fmt.Errorf("store: %s holds a store of key layout %d, this collector reads layout %d; use a new Dir (or the collector version that wrote it)",
+			s.cfg.Dir, v, layoutVersion)
+	}
+	return nil
 }
 
 // Close stops Run, waits for it, and closes the database, which flushes

@@ -3,11 +3,13 @@ package store
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/bits"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -75,6 +77,7 @@ type verification struct {
 	rep     Report
 	records atomic.Int64
 	expired atomic.Int64
+	logged  idSums // the IDs of the records the leaves name, by bucket
 }
 
 type leafJob struct {
@@ -87,7 +90,7 @@ type leafJob struct {
 // and the agents' chains, streaming through it. Every problem names the
 // record it concerns.
 func (s *Store) Verify(ctx context.Context) (Report, error) {
-	v := &verification{s: s, covered: map[string]bool{}}
+	v := &verification{s: s, covered: map[string]bool{}, logged: idSums{}}
 	err := s.db.View(func(txn *badger.Txn) error {
 		v.txn = txn
 		var err error
@@ -160,11 +163,15 @@ func (v *verification) leaves(ctx context.Context) error {
 	var wg sync.WaitGroup
 	for range runtime.GOMAXPROCS(0) {
 		wg.Go(func() {
+			sum := idSums{}
 			for batch := range jobs {
 				for _, j := range batch {
-					v.leaf(j)
+					v.leaf(j, sum)
 				}
 			}
+			v.mu.Lock()
+			v.logged.merge(sum)
+			v.mu.Unlock()
 		})
 	}
 	walked := v.s.rf.NewEmptyRange(0)
@@ -265,8 +272,9 @@ func (v *verification) walkLeaves(ctx context.Context, walked *compact.Range, cp
 	return nil
 }
 
-// leaf checks the record of one leaf against it and against its chain.
-func (v *verification) leaf(j leafJob) {
+// leaf checks the record of one leaf against it and against its chain,
+// and adds the record's ID to sum.
+func (v *verification) leaf(j leafJob, sum idSums) {
 	u, err := ulid.ParseStrict(j.id)
 	if err != nil {
 		v.problem(Problem{Kind: "leaf_mismatch", ID: j.id, Detail: fmt.Sprintf("leaf %d names an invalid record ID", j.index)})
@@ -291,6 +299,13 @@ func (v *verification) leaf(j leafJob) {
 		return
 	}
 	v.records.Add(1)
+	sum.add(bkt, j.id)
+	if len(raw) < leafIdxLen || binary.BigEndian.Uint64(raw) != j.index {
+		v.problem(Problem{Kind: "leaf_mismatch", ID: j.id, Detail: fmt.Sprintf(
+			"the record stored under this id does not name leaf %d as its own", j.index)})
+		return
+	}
+	raw = raw[leafIdxLen:]
 	leafOK := bytes.Equal(rfc6962.DefaultHasher.HashLeaf(raw), j.hash)
 	if !leafOK {
 		v.problem(Problem{Kind: "leaf_mismatch", ID: j.id, Detail: fmt.Sprintf(
@@ -385,31 +400,89 @@ func (v *verification) chains(ctx context.Context) error {
 	return nil
 }
 
-// unlogged finds records that have no leaf, bucket by bucket, by walking
-// the record and leaf-index keys of a bucket side by side.
+// unlogged finds records that have no leaf. The leaf walk summed the IDs
+// of the records it found, by bucket; here the IDs of the stored records
+// are summed from their keys alone, and only a bucket whose sums differ
+// is read again, record by record, to name the records not in the log.
 func (v *verification) unlogged(ctx context.Context) error {
-	opts := badger.IteratorOptions{Prefix: prefixBuckets}
-	recs := v.txn.NewIterator(opts)
-	defer recs.Close()
-	leaves := v.txn.NewIterator(opts)
-	defer leaves.Close()
-	for recs.Seek(prefixBuckets); recs.ValidForPrefix(prefixBuckets); {
-		bkt, _ := bucketOf(recs.Item().Key())
+	it := v.txn.NewIterator(badger.IteratorOptions{Prefix: prefixBuckets})
+	defer it.Close()
+	for it.Seek(prefixBuckets); it.ValidForPrefix(prefixBuckets); {
+		bkt, _ := bucketOf(it.Item().Key())
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		rp, lp := bucketTablePrefix(bkt, 'r'), bucketTablePrefix(bkt, 'l')
-		leaves.Seek(lp)
-		for recs.Seek(rp); recs.ValidForPrefix(rp); recs.Next() {
-			id := recs.Item().Key()[len(rp):]
-			for leaves.ValidForPrefix(lp) && bytes.Compare(leaves.Item().Key()[len(lp):], id) < 0 {
-				leaves.Next()
-			}
-			if !leaves.ValidForPrefix(lp) || !bytes.Equal(leaves.Item().Key()[len(lp):], id) {
-				v.problem(Problem{Kind: "unlogged", ID: string(id), Detail: "the record is stored but not in the log"})
+		rp := bucketTablePrefix(bkt, 'r')
+		stored := idSums{}
+		for it.Seek(rp); it.ValidForPrefix(rp); it.Next() {
+			stored.add(bkt, string(it.Item().Key()[len(rp):]))
+		}
+		if stored[bkt] != v.logged[bkt] {
+			if err := v.unloggedIn(bkt); err != nil {
+				return err
 			}
 		}
-		recs.Seek(bucketPrefix(bkt + 1))
+		it.Seek(bucketPrefix(bkt + 1))
 	}
 	return nil
+}
+
+// unloggedIn names the records of a bucket that are not the record of
+// the leaf they name.
+func (v *verification) unloggedIn(bkt uint64) error {
+	rp := bucketTablePrefix(bkt, 'r')
+	it := v.txn.NewIterator(badger.IteratorOptions{Prefix: rp, PrefetchValues: true, PrefetchSize: 100})
+	defer it.Close()
+	for it.Rewind(); it.Valid(); it.Next() {
+		id := string(it.Item().Key()[len(rp):])
+		var idx uint64
+		ok := false
+		_ = it.Item().Value(func(b []byte) error {
+			if len(b) >= leafIdxLen {
+				idx, ok = binary.BigEndian.Uint64(b), true
+			}
+			return nil
+		})
+		if ok {
+			item, err := v.txn.Get(leafKey(idx))
+			ok = err == nil
+			if ok {
+				_ = item.Value(func(b []byte) error {
+					ok = len(b) == 32+idLen && string(b[32:]) == id
+					return nil
+				})
+			}
+		}
+		if !ok {
+			v.problem(Problem{Kind: "unlogged", ID: id, Detail: "the record is stored but not in the log"})
+		}
+	}
+	return nil
+}
+
+// idSums holds, by bucket, the sum modulo 2^256 of the SHA-256 of a set
+// of IDs: equal sets have equal sums, and making two different sets sum
+// alike is as hard as it is for sets of SHA-256 hashes.
+type idSums map[uint64][4]uint64
+
+func (m idSums) add(bkt uint64, id string) {
+	h := sha256.Sum256([]byte(id))
+	m[bkt] = add256(m[bkt], [4]uint64{
+		binary.BigEndian.Uint64(h[0:]), binary.BigEndian.Uint64(h[8:]),
+		binary.BigEndian.Uint64(h[16:]), binary.BigEndian.Uint64(h[24:]),
+	})
+}
+
+func (m idSums) merge(o idSums) {
+	for bkt, s := range o {
+		m[bkt] = add256(m[bkt], s)
+	}
+}
+
+func add256(a, b [4]uint64) [4]uint64 {
+	var carry uint64
+	for i := 3; i >= 0; i-- {
+		a[i], carry = bits.Add64(a[i], b[i], carry)
+	}
+	return a
 }
