@@ -141,3 +141,49 @@ func TestAgentKilledMidStreamLeavesTheIncompleteRecord(t *testing.T) {
 		t.Fatalf("record of the killed stream: incomplete %v, error %q, stream %v", r.Incomplete, r.Error, r.Request.Stream)
 	}
 }
+
+func TestFullSpoolRefusesRequestsUntilTheCollectorDrainsIt(t *testing.T) {
+	n := newTLSNode(t)
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// No collector, and a spool that holds a dozen records or so.
+	n.collector.kill()
+	n.agentP.stop(syscall.SIGTERM)
+	n.agentP = n.startAgent(t, "--spool-max-bytes", "48KiB")
+	tag := "spool-full-" + randomFrom("abcdefghij", 8)
+	env := []string{envGoClient + "=many", envPrompt + "=" + tag, envCount + "=60", envPace + "=0s", "SSL_CERT_FILE=" + n.agentCA}
+	_, wait := n.startClient(t, env, self)
+	res := wait()
+	var ok, failed int
+	if _, err := fmt.Sscanf(res.Text, "ok %d failed %d", &ok, &failed); err != nil {
+		t.Fatalf("client: %q", res.Text)
+	}
+	if ok == 0 || failed == 0 || !strings.Contains(res.Error, "503") {
+		t.Fatalf("with a full spool: %d ok, %d failed, first error %q; want some of each, refused with a 503 the SDK shows", ok, failed, res.Error)
+	}
+	if got := n.upstreamSaw(tag); got != ok {
+		t.Fatalf("the upstream saw %d of the requests, want only the %d that were spooled", got, ok)
+	}
+	n.agentP.waitLog(t, "request refused: its record could not be spooled", func(map[string]any) bool { return true })
+
+	// The collector comes back: the spool drains, and every record — the
+	// forwarded ones and the refusals — arrives.
+	n.collector.start()
+	var recs []audit.Record
+	waitFor(t, "the spooled records in the collector", func() bool {
+		recs = n.collector.all(t, store.Filter{Q: tag})
+		return len(recs) == ok+failed
+	})
+	refused := n.collector.all(t, store.Filter{Q: tag, Action: "reject"})
+	if len(refused) != failed || refused[0].Response.Status != 503 {
+		t.Fatalf("%d refused records, want %d with status 503", len(refused), failed)
+	}
+	// With room again, requests go through.
+	env[3] = envCount + "=5"
+	_, wait = n.startClient(t, env, self)
+	if res := wait(); res.Text != "ok 5 failed 0" {
+		t.Fatalf("after the spool drained: %s (%s)", res.Text, res.Error)
+	}
+}

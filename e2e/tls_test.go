@@ -46,13 +46,14 @@ func newTLSNode(t *testing.T) *tlsNode {
 	return n
 }
 
-// startAgent starts the node's agent (again, after a test killed it).
-func (n *tlsNode) startAgent(t *testing.T) *agentProc {
+// startAgent starts the node's agent (again, after a test killed it),
+// with extra flags after the node's (the last of a repeated flag wins).
+func (n *tlsNode) startAgent(t *testing.T, extra ...string) *agentProc {
 	t.Helper()
 	args := append(n.agentArgs("--fail-mode", "fail-open", "--capture-dns=false",
 		"--target", "api.openai.com:443", "--target-cidr", "127.0.1.5/32", "--upstream-ca", n.fakeCA,
 		"--proxy-listen", "127.0.0.1:15110", "--explicit-proxy-listen", "127.0.0.1:15111"), n.collector.agentArgs()...)
-	return startAgentWrapped(t, n.node.agent, n.withHost, args...)
+	return startAgentWrapped(t, n.node.agent, n.withHost, append(args, extra...)...)
 }
 
 // privateHosts runs a command in its own mount namespace with hosts bind-
