@@ -54,12 +54,15 @@ func runHost(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	// The collector outlives the agent, so that the agent's last records
+	// are shipped before both stop: it has its own context, cancelled
+	// once the agent has returned.
+	colCtx, stopCollector := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopCollector()
 	ready := make(chan net.Addr, 1)
 	colDone := make(chan error, 1)
 	go func() {
-		colDone <- collector.Run(ctx, collector.Config{DataDir: colDir, Listen: *listen, Auth: a, Retention: retention.d,
+		colDone <- collector.Run(colCtx, collector.Config{DataDir: colDir, Listen: *listen, Auth: a, Retention: retention.d,
 			Logger: cfg.Logger.With("component", "collector"), Ready: func(addr net.Addr) { ready <- addr }})
 	}()
 	select {
@@ -70,8 +73,7 @@ func runHost(ctx context.Context, args []string) error {
 	}
 	cfg.TokenFile = agentToken
 	agentErr := agent.Run(ctx, cfg)
-	// The agent has shipped what it could; the collector stops last.
-	cancel()
+	stopCollector()
 	return errors.Join(agentErr, <-colDone)
 }
 
