@@ -123,7 +123,7 @@ type group struct {
 	heads map[string]*head  // agents' heads as the group moves them
 	seen  map[string]string // id -> hash of records of this group
 	post  map[string]*posting
-	verr  error // first error of a Merkle visitor
+	seg   segmentWriter // the log's leaves and nodes this group adds
 }
 
 // posting gathers the IDs of a group's records for one index key prefix.
@@ -140,7 +140,8 @@ func (s *Store) commitGroup(calls []*call) error {
 		return fmt.Errorf("store: copying tree state: %w", err)
 	}
 	g := &group{s: s, txn: s.db.NewTransaction(true), rng: rng, now: time.Now().UTC(),
-		heads: map[string]*head{}, seen: map[string]string{}, post: map[string]*posting{}}
+		heads: map[string]*head{}, seen: map[string]string{}, post: map[string]*posting{},
+		seg: segmentWriter{first: rng.End()}}
 	defer g.txn.Discard()
 	batches := make([]batch, len(calls))
 	recs := 0
@@ -169,11 +170,11 @@ func (s *Store) commitGroup(calls []*call) error {
 	return nil
 }
 
-// visit stores a node the compact range created: proofs are read from
-// these, never recomputed. Leaves (level 0) are in m/l already.
+// visit keeps a node the compact range created: proofs are read from
+// these, never recomputed. Leaves (level 0) are added with their IDs.
 func (g *group) visit(id compact.NodeID, hash []byte) {
-	if g.verr == nil && id.Level > 0 {
-		g.verr = g.txn.Set(nodeKey(id.Level, id.Index), hash)
+	if id.Level > 0 {
+		g.seg.addNode(id.Level, hash)
 	}
 }
 
@@ -229,6 +230,15 @@ func (g *group) finish() error {
 			return fmt.Errorf("store: encoding chain head: %w", err)
 		}
 		if err := g.txn.Set(headKey(agent), v); err != nil {
+			return err
+		}
+	}
+	if end := g.rng.End(); end > g.seg.first {
+		v, err := g.seg.value(end)
+		if err != nil {
+			return err
+		}
+		if err := g.txn.Set(segmentKey(g.seg.first), v); err != nil {
 			return err
 		}
 	}

@@ -257,15 +257,10 @@ func (b *batch) add(p *prepared) error {
 	if err := g.txn.Set(recordKey(p.bucket, r.ID), p.val); err != nil {
 		return err
 	}
-	if err := g.txn.Set(leafKey(idx), leafValue(p.leaf, r.ID)); err != nil {
-		return err
-	}
+	g.seg.addLeaf(p.leaf, r.ID)
 	g.index(p)
 	if err := g.rng.Append(p.leaf, g.visit); err != nil {
 		return fmt.Errorf("store: appending leaf %d: %w", idx, err)
-	}
-	if g.verr != nil {
-		return g.verr
 	}
 	b.res.Accepted++
 	return nil

@@ -38,14 +38,24 @@ package store
 //
 // Merkle log (RFC 6962):
 //
-//	m/l/<leaf index 8>          leaf hash (32 bytes) + id
-//	m/n/<level 1><index 8>      hash of every non-ephemeral node above the leaves
+//	m/t/<first leaf 8>          log segment: the leaves [first, first+n) one commit
+//	                            appended and the nodes they created, as
+//	                            <n 8>, n × (leaf hash 32 + id 26), then the hash
+//	                            (32) of every node above the leaves whose last
+//	                            leaf is among them, by level (1 up), then index
 //	m/size                      tree size, 8 bytes
 //	m/range                     compact range hashes, 32 bytes each, to resume appending
 //	m/cp                        latest signed checkpoint (note text)
 //	m/ret                       retention cut: the oldest bucket kept, 8 bytes
 //	m/bucket                    bucket width in seconds, fixed when the store is created
 //	m/layout                    layoutVersion, 8 bytes: Open refuses any other layout
+//
+// The log is kept per commit, not a key per leaf and node, for Badger's
+// cost per key. Node (level, i) covers leaves [i<<level, (i+1)<<level)
+// and is created by appending its last leaf, so its segment is the one
+// whose key is the greatest at or before m/t/<that leaf>: a reverse seek.
+// At level l a segment holds (first+n)>>l - first>>l nodes, so where a
+// node sits in it follows from first and n alone.
 
 import (
 	"encoding/binary"
@@ -56,7 +66,7 @@ const (
 	rawLen = 16 // a ULID's raw bytes, as postings hold them
 	// layoutVersion is the key layout above. Bump it with any change a
 	// store written before could not be read with.
-	layoutVersion = 2
+	layoutVersion = 3
 	// leafIdxLen is the leaf index in front of a record's encoding.
 	leafIdxLen = 8
 )
@@ -80,8 +90,6 @@ var (
 	keyLayout    = []byte("m/layout")
 
 	prefixBuckets = []byte("b/")
-	prefixLeaves  = []byte("m/l/")
-	prefixNodes   = []byte("m/n/")
 	prefixSeqs    = []byte("s/")
 	prefixIssues  = []byte("k/")
 )
@@ -164,17 +172,6 @@ func parseSeqKey(key []byte) (agent string, seq uint64, ok bool) {
 		return "", 0, false
 	}
 	return agent, binary.BigEndian.Uint64(body[len(body)-8:]), true
-}
-
-func leafKey(index uint64) []byte {
-	return binary.BigEndian.AppendUint64(append([]byte(nil), prefixLeaves...), index)
-}
-
-func nodeKey(level uint, index uint64) []byte {
-	k := make([]byte, 0, len(prefixNodes)+9)
-	k = append(k, prefixNodes...)
-	k = append(k, byte(level))
-	return binary.BigEndian.AppendUint64(k, index)
 }
 
 func u64(v uint64) []byte {

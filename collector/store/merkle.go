@@ -275,19 +275,12 @@ func (s *Store) inclusion(idx, size uint64) ([][]byte, error) {
 	}
 	hashes := make([][]byte, len(nodes.IDs))
 	err = s.db.View(func(txn *badger.Txn) error {
+		tr := newTreeReader(txn)
+		defer tr.Close()
 		for i, n := range nodes.IDs {
-			key := nodeKey(n.Level, n.Index)
-			if n.Level == 0 {
-				key = leafKey(n.Index)
-			}
-			it, err := txn.Get(key)
-			if err != nil {
+			if hashes[i], err = tr.node(n.Level, n.Index); err != nil {
 				return fmt.Errorf("node %d/%d: %w", n.Level, n.Index, err)
 			}
-			if hashes[i], err = it.ValueCopy(nil); err != nil {
-				return err
-			}
-			hashes[i] = hashes[i][:min(len(hashes[i]), 32)]
 		}
 		return nil
 	})
@@ -393,10 +386,4 @@ func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
 		return fmt.Errorf("store: writing %s: %w", path, err)
 	}
 	return nil
-}
-
-// leafValue is the value of an m/l key: leaf hash, then record ID.
-func leafValue(hash []byte, id string) []byte {
-	v := make([]byte, 0, 32+len(id))
-	return append(append(v, hash...), id...)
 }

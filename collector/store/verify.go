@@ -56,8 +56,8 @@ type CheckpointReport struct {
 // Problem is one thing Verify found wrong. Kind is one of the chain issue
 // kinds (gap, fork, restart, conflict: stored by Ingest) or missing,
 // leaf_mismatch, undecodable, id_mismatch, bad_hash, not_in_chain,
-// chain_mismatch, chain_gap, unlogged, leaf_order, root_mismatch,
-// checkpoint.
+// chain_mismatch, chain_gap, unlogged, leaf_order, node_mismatch,
+// root_mismatch, checkpoint.
 type Problem struct {
 	Kind   string `json:"kind"`
 	ID     string `json:"id,omitempty"`
@@ -221,54 +221,91 @@ func (v *verification) checkpoint() (*log.Checkpoint, error) {
 }
 
 func (v *verification) walkLeaves(ctx context.Context, walked *compact.Range, cp *log.Checkpoint, jobs chan<- []leafJob) error {
-	it := v.txn.NewIterator(badger.IteratorOptions{Prefix: prefixLeaves, PrefetchValues: true, PrefetchSize: 1000})
+	it := v.txn.NewIterator(badger.IteratorOptions{Prefix: prefixTree, PrefetchValues: true, PrefetchSize: 16})
 	defer it.Close()
-	batch := make([]leafJob, 0, 256)
-	checkCP := func() error {
-		if cp == nil || walked.End() != cp.Size {
-			return nil
-		}
-		root, err := rootOf(walked)
-		if err != nil {
-			return err
-		}
-		if !bytes.Equal(root, cp.Hash) {
-			v.problem(Problem{Kind: "checkpoint", Detail: fmt.Sprintf(
-				"the first %d leaves hash to %x, the signed checkpoint says %x", cp.Size, root, cp.Hash)})
-		}
-		return nil
-	}
-	if err := checkCP(); err != nil {
+	w := &leafWalk{v: v, walked: walked, cp: cp, jobs: jobs, batch: make([]leafJob, 0, 256)}
+	if err := w.checkCP(); err != nil {
 		return err
 	}
 	for it.Rewind(); it.Valid(); it.Next() {
-		key := it.Item().Key()
+		key := it.Item().KeyCopy(nil)
 		val, err := it.Item().ValueCopy(nil)
 		if err != nil {
 			return err
 		}
-		idx := binary.BigEndian.Uint64(key[len(prefixLeaves):])
-		if len(val) != 32+idLen || idx != walked.End() {
-			v.problem(Problem{Kind: "leaf_order", ID: string(val[min(32, len(val)):]), Detail: fmt.Sprintf(
-				"log entry %d is malformed or out of place (expected leaf %d)", idx, walked.End())})
+		seg, err := parseSegment(key, val)
+		if err == nil && seg.first != walked.End() {
+			err = fmt.Errorf("it starts at leaf %d", seg.first)
+		}
+		if err != nil {
+			id := ""
+			if len(val) >= segHeaderLen+leafEntryLen {
+				id = string(val[segHeaderLen+32 : segHeaderLen+leafEntryLen])
+			}
+			v.problem(Problem{Kind: "leaf_order", ID: id, Detail: fmt.Sprintf(
+				"log segment %x is malformed or out of place (expected leaf %d): %v", key[len(prefixTree):], walked.End(), err)})
 			return nil // the root cannot be recomputed past this point
 		}
-		j := leafJob{index: idx, hash: val[:32], id: string(val[32:])}
-		if err := walked.Append(j.hash, nil); err != nil {
+		if err := w.segment(ctx, &seg); err != nil {
 			return err
 		}
-		if err := checkCP(); err != nil {
+	}
+	jobs <- w.batch
+	return nil
+}
+
+// leafWalk is walkLeaves' state: the tree so far and the leaves not yet
+// handed to the workers.
+type leafWalk struct {
+	v      *verification
+	walked *compact.Range
+	cp     *log.Checkpoint
+	jobs   chan<- []leafJob
+	batch  []leafJob
+}
+
+// checkCP compares the root with the checkpoint's when the walk has as
+// many leaves as the checkpoint.
+func (w *leafWalk) checkCP() error {
+	if w.cp == nil || w.walked.End() != w.cp.Size {
+		return nil
+	}
+	root, err := rootOf(w.walked)
+	if err != nil {
+		return err
+	}
+	if !bytes.Equal(root, w.cp.Hash) {
+		w.v.problem(Problem{Kind: "checkpoint", Detail: fmt.Sprintf(
+			"the first %d leaves hash to %x, the signed checkpoint says %x", w.cp.Size, root, w.cp.Hash)})
+	}
+	return nil
+}
+
+// segment appends a segment's leaves, checking the interior nodes it
+// stores (those proofs are read from) against the ones they hash to.
+func (w *leafWalk) segment(ctx context.Context, seg *segment) error {
+	for idx := seg.first; idx < seg.end(); idx++ {
+		hash, id := seg.leaf(idx)
+		visit := func(n compact.NodeID, h []byte) {
+			if n.Level > 0 && !bytes.Equal(seg.node(n.Level, n.Index), h) {
+				w.v.problem(Problem{Kind: "node_mismatch", ID: id, Detail: fmt.Sprintf(
+					"the stored log node %d/%d, which proofs of leaves up to %d use, does not match them", n.Level, n.Index, idx)})
+			}
+		}
+		if err := w.walked.Append(hash, visit); err != nil {
 			return err
 		}
-		if batch = append(batch, j); len(batch) == cap(batch) {
+		if err := w.checkCP(); err != nil {
+			return err
+		}
+		if w.batch = append(w.batch, leafJob{index: idx, hash: hash, id: id}); len(w.batch) == cap(w.batch) {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			jobs <- batch
-			batch = make([]leafJob, 0, 256)
+			w.jobs <- w.batch
+			w.batch = make([]leafJob, 0, 256)
 		}
 	}
-	jobs <- batch
 	return nil
 }
 
@@ -430,6 +467,8 @@ func (v *verification) unlogged(ctx context.Context) error {
 // unloggedIn names the records of a bucket that are not the record of
 // the leaf they name.
 func (v *verification) unloggedIn(bkt uint64) error {
+	tr := newTreeReader(v.txn)
+	defer tr.Close()
 	rp := bucketTablePrefix(bkt, 'r')
 	it := v.txn.NewIterator(badger.IteratorOptions{Prefix: rp, PrefetchValues: true, PrefetchSize: 100})
 	defer it.Close()
@@ -444,14 +483,8 @@ func (v *verification) unloggedIn(bkt uint64) error {
 			return nil
 		})
 		if ok {
-			item, err := v.txn.Get(leafKey(idx))
-			ok = err == nil
-			if ok {
-				_ = item.Value(func(b []byte) error {
-					ok = len(b) == 32+idLen && string(b[32:]) == id
-					return nil
-				})
-			}
+			lid, err := tr.leaf(idx)
+			ok = err == nil && lid == id
 		}
 		if !ok {
 			v.problem(Problem{Kind: "unlogged", ID: id, Detail: "the record is stored but not in the log"})
