@@ -115,51 +115,15 @@ func Run(ctx context.Context, cfg Config) error {
 		cfg.Logger = slog.Default()
 	}
 	log := cfg.Logger
-	switch cfg.FailMode {
-	case "", intercept.FailOpen, intercept.FailClosed:
-	default:
-		return fmt.Errorf("agent: unknown fail mode %q (want %s or %s)", cfg.FailMode, intercept.FailOpen, intercept.FailClosed)
-	}
-	plan, err := planTargets(cfg.Targets, cfg.TargetCIDRs)
+	plan, listen, node, err := cfg.prepare()
 	if err != nil {
 		return err
 	}
-	listen, err := parseListen(cfg.ProxyListen)
+	pipe, err := startPipeline(ctx, cfg, node, log)
 	if err != nil {
 		return err
 	}
-	if cfg.DataDir == "" {
-		return errors.New("agent: no data directory")
-	}
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return fmt.Errorf("agent: creating data directory: %w", err)
-	}
-	if cfg.CgroupRoot == "" {
-		if cfg.CgroupRoot, err = intercept.DefaultCgroupRoot(); err != nil {
-			return fmt.Errorf("agent: %w", err)
-		}
-	}
-
-	node := cfg.Node
-	if node == "" {
-		node, _ = os.Hostname()
-	}
-	pipe, err := openPipeline(ctx, cfg, node, log)
-	if err != nil {
-		return err
-	}
-	defer pipe.close()
-	// The shipper outlives the proxy, so that records of the last
-	// exchanges are shipped before the agent exits.
-	shipCtx, stopShipping := context.WithCancel(context.Background())
-	shipped := make(chan error, 1)
-	go func() { shipped <- pipe.run(shipCtx) }()
-	defer func() {
-		stopShipping()
-		if err := <-shipped; err != nil {
-			log.Error("shipper stopped", "err", err)
-		}
-	}()
+	defer pipe.stop()
 	ident, err := newIdentity(ctx, cfg, node, log)
 	if err != nil {
 		return err
@@ -321,6 +285,40 @@ func supervise(ctx context.Context, log *slog.Logger, p parts) error {
 	}
 	log.Info("agent stopped")
 	return first
+}
+
+// prepare checks cfg and fills its defaults (cgroup root, data
+// directory), and returns the target and listener plans and the node name.
+func (cfg *Config) prepare() (targetPlan, listenPlan, string, error) {
+	switch cfg.FailMode {
+	case "", intercept.FailOpen, intercept.FailClosed:
+	default:
+		return targetPlan{}, listenPlan{}, "", fmt.Errorf("agent: unknown fail mode %q (want %s or %s)", cfg.FailMode, intercept.FailOpen, intercept.FailClosed)
+	}
+	plan, err := planTargets(cfg.Targets, cfg.TargetCIDRs)
+	if err != nil {
+		return targetPlan{}, listenPlan{}, "", err
+	}
+	listen, err := parseListen(cfg.ProxyListen)
+	if err != nil {
+		return targetPlan{}, listenPlan{}, "", err
+	}
+	if cfg.DataDir == "" {
+		return targetPlan{}, listenPlan{}, "", errors.New("agent: no data directory")
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return targetPlan{}, listenPlan{}, "", fmt.Errorf("agent: creating data directory: %w", err)
+	}
+	if cfg.CgroupRoot == "" {
+		if cfg.CgroupRoot, err = intercept.DefaultCgroupRoot(); err != nil {
+			return targetPlan{}, listenPlan{}, "", fmt.Errorf("agent: %w", err)
+		}
+	}
+	node := cfg.Node
+	if node == "" {
+		node, _ = os.Hostname()
+	}
+	return plan, listen, node, nil
 }
 
 func wrap(part string, err error) error {

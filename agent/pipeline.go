@@ -38,6 +38,8 @@ type pipeline struct {
 	refused prometheus.Counter
 	passed  prometheus.Counter
 	log     *slog.Logger
+
+	stopShipping func()
 }
 
 func openPipeline(ctx context.Context, cfg Config, agentID string, log *slog.Logger) (*pipeline, error) {
@@ -86,6 +88,32 @@ func openPipeline(ctx context.Context, cfg Config, agentID string, log *slog.Log
 		log.Info("serving metrics", "listen", ln.Addr().String())
 	}
 	return p, nil
+}
+
+// startPipeline opens the pipeline and starts shipping. The shipper has
+// a context of its own, cancelled by stop, so that it outlives the proxy
+// and ships the records of the last exchanges before the agent exits.
+func startPipeline(ctx context.Context, cfg Config, agentID string, log *slog.Logger) (*pipeline, error) {
+	p, err := openPipeline(ctx, cfg, agentID, log)
+	if err != nil {
+		return nil, err
+	}
+	shipCtx, cancel := context.WithCancel(context.Background())
+	shipped := make(chan error, 1)
+	go func() { shipped <- p.run(shipCtx) }()
+	p.stopShipping = func() {
+		cancel()
+		if err := <-shipped; err != nil {
+			log.Error("shipper stopped", "err", err)
+		}
+	}
+	return p, nil
+}
+
+// stop ships what it can, then closes the spool and the metrics server.
+func (p *pipeline) stop() {
+	p.stopShipping()
+	p.close()
 }
 
 // run ships records until ctx is done; the shipper makes a last attempt
