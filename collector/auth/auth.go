@@ -13,9 +13,12 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"os"
 	"strings"
+	"sync/atomic"
+	"time"
 )
 
 // Role is what a principal may do.
@@ -173,3 +176,69 @@ func ReadTokenFile(path string) (string, error) {
 	}
 	return tok, nil
 }
+
+// FileTokens is a Tokens that follows its file: Reload reads it again, so
+// that tokens can be added or revoked without restarting the collector.
+// A file that no longer parses leaves the tokens in force as they were.
+type FileTokens struct {
+	path string
+	cur  atomic.Pointer[Tokens]
+	mod  atomic.Int64 // modification time (ns) of the file last loaded
+}
+
+// OpenTokens loads the tokens file at path (see LoadTokens).
+func OpenTokens(path string) (*FileTokens, error) {
+	f := &FileTokens{path: path}
+	if _, err := f.Reload(); err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
+// Reload reads the file again if it changed since the last load, and
+// reports whether it did.
+func (f *FileTokens) Reload() (bool, error) {
+	st, err := os.Stat(f.path)
+	if err != nil {
+		return false, fmt.Errorf("auth: tokens file: %w", err)
+	}
+	if f.cur.Load() != nil && st.ModTime().UnixNano() == f.mod.Load() {
+		return false, nil
+	}
+	t, err := LoadTokens(f.path)
+	if err != nil {
+		return false, err
+	}
+	f.cur.Store(t)
+	f.mod.Store(st.ModTime().UnixNano())
+	return true, nil
+}
+
+// Watch reloads the file every interval until ctx is done, logging what
+// happened.
+func (f *FileTokens) Watch(ctx context.Context, every time.Duration, log *slog.Logger) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		changed, err := f.Reload()
+		switch {
+		case err != nil:
+			log.Error("tokens file not reloaded; the tokens loaded before stay in force", "file", f.path, "err", err)
+		case changed:
+			log.Info("tokens file reloaded", "file", f.path, "tokens", f.cur.Load().Len())
+		}
+	}
+}
+
+// Authenticate implements Authenticator with the tokens loaded last.
+func (f *FileTokens) Authenticate(ctx context.Context, r *http.Request) (Principal, error) {
+	return f.cur.Load().Authenticate(ctx, r)
+}
+
+// Len returns the number of tokens.
+func (t *Tokens) Len() int { return len(t.byDigest) }

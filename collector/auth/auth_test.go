@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 )
 
 const tokensFile = `# promptrail collector tokens
@@ -82,5 +83,51 @@ func TestNewTokenIsUsable(t *testing.T) {
 	}
 	if _, err := ParseTokens([]byte("agent * " + a + "\n")); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestFileTokensFollowTheFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "tokens")
+	write := func(content string, mod time.Time) {
+		if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chtimes(path, mod, mod); err != nil {
+			t.Fatal(err)
+		}
+	}
+	auth := func(f *FileTokens, tok string) error {
+		r := httptest.NewRequest("GET", "/", nil)
+		r.Header.Set("Authorization", "Bearer "+tok)
+		_, err := f.Authenticate(context.Background(), r)
+		return err
+	}
+	start := time.Now().Add(-time.Hour)
+	write("reader old oooooooooooooooooooo\n", start)
+	f, err := OpenTokens(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := auth(f, "oooooooooooooooooooo"); err != nil {
+		t.Fatal(err)
+	}
+	// Rotated: the new token works, the old one is revoked.
+	write("reader new nnnnnnnnnnnnnnnnnnnn\n", start.Add(time.Minute))
+	if changed, err := f.Reload(); !changed || err != nil {
+		t.Fatalf("Reload after a change: %v %v", changed, err)
+	}
+	if auth(f, "nnnnnnnnnnnnnnnnnnnn") != nil || !errors.Is(auth(f, "oooooooooooooooooooo"), ErrBadToken) {
+		t.Fatal("the rotated file is not in force")
+	}
+	// A broken file keeps the tokens in force.
+	write("reader broken\n", start.Add(2*time.Minute))
+	if _, err := f.Reload(); err == nil {
+		t.Fatal("a broken tokens file reloaded")
+	}
+	if auth(f, "nnnnnnnnnnnnnnnnnnnn") != nil {
+		t.Fatal("a broken tokens file revoked the tokens in force")
+	}
+	if changed, _ := f.Reload(); changed {
+		t.Fatal("Reload of an unchanged file reported a change")
 	}
 }

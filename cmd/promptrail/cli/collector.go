@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"errors"
+	"time"
 
 	"github.com/promptrail/promptrail/collector"
 	"github.com/promptrail/promptrail/collector/auth"
@@ -14,7 +15,8 @@ keeps them in a Badger store in --data-dir with per-agent hash chains and a
 Merkle log whose signed checkpoints it publishes, and answers queries
 (GET /v1/records, /v1/records/{id}, /v1/verify), /metrics and /healthz.
 
-Callers present bearer tokens listed in --tokens-file, one per line:
+Callers present bearer tokens listed in --tokens-file (re-read within 10s
+when it changes), one per line:
   <role> <name> <token>     role: agent (ingest), reader (query, verify,
                             export) or admin (both); an agent token's name
                             is the agent ID it may ingest for, or *.`
@@ -45,12 +47,17 @@ func runCollector(ctx context.Context, args []string) error {
 	if *tokens == "" {
 		return errors.New("--tokens-file is required: the collector accepts no unauthenticated calls")
 	}
-	a, err := auth.LoadTokens(*tokens)
+	a, err := auth.OpenTokens(*tokens)
 	if err != nil {
 		return err
 	}
+	go a.Watch(ctx, tokensReload, logger)
 	return collector.Run(ctx, collector.Config{
 		DataDir: *dataDir, Listen: *listen, Auth: a, Retention: retention.d,
 		CheckpointEvery: every.d, Logger: logger,
 	})
 }
+
+// tokensReload is how often the collector looks for a changed tokens
+// file: rotating or revoking a token needs no restart.
+const tokensReload = 10 * time.Second

@@ -50,7 +50,7 @@ func runHost(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	a, err := auth.LoadTokens(filepath.Join(colDir, "tokens"))
+	a, err := auth.OpenTokens(filepath.Join(colDir, "tokens"))
 	if err != nil {
 		return err
 	}
@@ -61,6 +61,7 @@ func runHost(ctx context.Context, args []string) error {
 	defer stopCollector()
 	ready := make(chan net.Addr, 1)
 	colDone := make(chan error, 1)
+	go a.Watch(colCtx, tokensReload, cfg.Logger)
 	go func() {
 		colDone <- collector.Run(colCtx, collector.Config{DataDir: colDir, Listen: *listen, Auth: a, Retention: retention.d,
 			Logger: cfg.Logger.With("component", "collector"), Ready: func(addr net.Addr) { ready <- addr }})
