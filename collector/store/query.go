@@ -55,6 +55,15 @@ type Page struct {
 // ErrBadCursor is returned by Query for a cursor it did not issue.
 var ErrBadCursor = errors.New("store: invalid cursor")
 
+// textScanBudget bounds the records a query with a text filter reads
+// before it answers: a rare string would otherwise read the whole time
+// range in one request. The page then holds what was found, possibly
+// nothing, and a cursor to go on from where the scan stopped.
+const textScanBudget = 100_000
+
+// errScanBudget stops a query whose text scan used its budget.
+var errScanBudget = errors.New("store: text scan budget used")
+
 type indexFilter struct{ field, value string }
 
 // query is one Query in progress.
@@ -71,11 +80,16 @@ type query struct {
 	limit   int
 	out     []audit.Record
 	scanned int
+	budget  int    // records a text query may read; 0: no bound
+	stopAt  string // the last record read when the budget ran out
 }
 
 // Query returns the records matching f, newest first, a page at a time.
 func (s *Store) Query(ctx context.Context, f Filter) (Page, error) {
 	q := &query{s: s, f: f, limit: f.Limit}
+	if f.Q != "" {
+		q.budget = s.scanBudget
+	}
 	if q.limit <= 0 {
 		q.limit = DefaultLimit
 	}
@@ -91,10 +105,14 @@ func (s *Store) Query(ctx context.Context, f Filter) (Page, error) {
 		q.txn = txn
 		return q.run(ctx)
 	})
-	if err != nil {
+	var p Page
+	switch {
+	case errors.Is(err, errScanBudget) && len(q.out) <= q.limit:
+		p.Next = base64.RawURLEncoding.EncodeToString([]byte(q.stopAt))
+	case errors.Is(err, errScanBudget):
+	case err != nil:
 		return Page{}, fmt.Errorf("store: query: %w", err)
 	}
-	var p Page
 	if len(q.out) > q.limit {
 		q.out = q.out[:q.limit]
 		p.Next = base64.RawURLEncoding.EncodeToString([]byte(q.out[q.limit-1].ID))
@@ -255,6 +273,9 @@ func (q *query) scanBucket(bkt uint64) error {
 		if ok && len(q.out) > q.limit {
 			return nil
 		}
+		if err := q.spend(id); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -285,10 +306,22 @@ func (q *query) scanIndex(bkt uint64) error {
 				return err
 			}
 		}
+		if err := q.spend(id); err != nil {
+			return err
+		}
 		if bound, ok = below(uid); !ok {
 			return nil
 		}
 	}
+}
+
+// spend counts a record read against a text query's budget.
+func (q *query) spend(id string) error {
+	if q.budget > 0 && q.scanned >= q.budget {
+		q.stopAt = id
+		return errScanBudget
+	}
+	return nil
 }
 
 // take decodes a candidate's record and appends it to the page if it

@@ -147,3 +147,40 @@ func TestQueryLimitAndCursor(t *testing.T) {
 		t.Errorf("bad cursor: error %v, want ErrBadCursor", err)
 	}
 }
+
+func TestTextQueryScansABoundedNumberOfRecordsPerPage(t *testing.T) {
+	s := openTestStore(t, Config{})
+	s.scanBudget = 40
+	recs := newChain(t, "agent-a", time.Now().Add(-time.Hour)).take(300, func(i int, r *audit.Record) {
+		if i == 3 || i == 250 {
+			r.Request.Messages[0].Content = "the rare needle"
+		}
+	})
+	ingest(t, s, recs)
+	for _, extra := range []Filter{{}, {Namespace: "default"}} {
+		f := extra
+		f.Q, f.Limit = "RARE NEEDLE", 10
+		var got []string
+		pages := 0
+		for {
+			p, err := s.Query(context.Background(), f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			pages++
+			for _, r := range p.Records {
+				got = append(got, r.ID)
+			}
+			if p.Next == "" {
+				break
+			}
+			f.Cursor = p.Next
+		}
+		if len(got) != 2 || got[0] != recs[250].ID || got[1] != recs[3].ID {
+			t.Fatalf("filter %+v: found %v, want the two needles newest first, once each", extra, got)
+		}
+		if pages < 300/40 {
+			t.Fatalf("filter %+v: %d pages: the scan was not bounded", extra, pages)
+		}
+	}
+}

@@ -163,7 +163,9 @@ type Store struct {
 	runMu  sync.Mutex
 	closed bool
 	done   chan struct{}
-	wg     sync.WaitGroup
+	// scanBudget bounds the records one text query reads (tests lower it).
+	scanBudget int
+	wg         sync.WaitGroup
 }
 
 var _ io.Closer = (*Store)(nil)
@@ -179,6 +181,8 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		bucket: uint64(cfg.Bucket / time.Second),
 		rf:     newRangeFactory(),
 		done:   make(chan struct{}),
+
+		scanBudget: textScanBudget,
 	}
 	m, err := newMetrics(cfg.Registerer)
 	if err != nil {

@@ -121,10 +121,15 @@ func runQuery(ctx context.Context, args []string) error {
 			return err
 		}
 		recs = append(recs, page.Records...)
-		if !*all || page.NextCursor == "" {
+		// A text query may answer a short page (its scan is bounded per
+		// request) with a cursor: go on until the page is full.
+		if page.NextCursor == "" || (!*all && len(recs) >= *limit) {
 			break
 		}
 		f.Cursor = page.NextCursor
+	}
+	if !*all && len(recs) > *limit {
+		recs = recs[:*limit]
 	}
 	if *follow {
 		// Oldest first, so that a tail reads in order.
