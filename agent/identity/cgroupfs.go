@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -37,13 +38,58 @@ type cgroupIndex struct {
 	now        func() time.Time
 	cache      *lru[uint64, cgroupEntry]
 
+	// nsRoot finds, once, where the agent's own cgroup namespace is rooted
+	// in the hierarchy: an agent in a pod usually has a cgroup namespace of
+	// its own, and /proc/<pid>/cgroup then shows other processes' paths
+	// relative to it ("/../../kubepods-…/cri-containerd-….scope").
+	nsMount  string // a cgroup2 mount of the agent's own namespace ("" if none)
+	nsMu     sync.Mutex
+	nsPrefix string // the namespace root's path under root; "" until found
+
 	scanMu   sync.Mutex
 	lastScan time.Time
 	scanned  map[uint64]string // inode → path, from the last walk
 }
 
-func newCgroupIndex(root, proc string, size int, now func() time.Time) *cgroupIndex {
-	return &cgroupIndex{root: root, proc: proc, now: now, cache: newLRU[uint64, cgroupEntry](size)}
+func newCgroupIndex(root, proc, nsMount string, size int, now func() time.Time) *cgroupIndex {
+	return &cgroupIndex{root: root, proc: proc, nsMount: nsMount, now: now, cache: newLRU[uint64, cgroupEntry](size)}
+}
+
+// rebase turns a path relative to the agent's cgroup namespace into one
+// relative to root; ok is false when it cannot (the namespace root is not
+// under root, or could not be found).
+func (c *cgroupIndex) rebase(path string) (string, bool) {
+	if !strings.HasPrefix(path, "/..") {
+		return path, true
+	}
+	c.nsMu.Lock()
+	if c.nsPrefix == "" {
+		// Until found: the walk that finds it is rate-limited like any.
+		c.nsPrefix = c.findNamespaceRoot()
+	}
+	prefix := c.nsPrefix
+	c.nsMu.Unlock()
+	if prefix == "" {
+		return "", false
+	}
+	p := filepath.Clean(prefix + "/" + path)
+	return p, p != "/.." && !strings.HasPrefix(p, "/../")
+}
+
+// findNamespaceRoot returns the path under root of the directory that
+// nsMount shows as its root: the same directory, so the same inode.
+func (c *cgroupIndex) findNamespaceRoot() string {
+	if c.nsMount == "" {
+		return ""
+	}
+	ino, err := inode(c.nsMount)
+	if err != nil {
+		return ""
+	}
+	if p, ok := c.fromScan(ino); ok {
+		return p
+	}
+	return ""
 }
 
 // lookup returns the cgroup with the given id, using pid's cgroup as the
@@ -70,9 +116,12 @@ func (c *cgroupIndex) lookup(id uint64, pid uint32) (cgroupEntry, bool) {
 
 // fromProc checks that pid is (still) in cgroup id: the pid may have moved
 // or been reused since the kernel reported it.
-func (c *cgroupIndex) fromProc(id uint64, pid uint32) (string, bool) {
+func (c *cgroupIndex) fromProc(id uint64, pid uint32) (path string, ok bool) {
 	path, err := procCgroupPath(filepath.Join(c.proc, strconv.FormatUint(uint64(pid), 10), "cgroup"))
 	if err != nil {
+		return "", false
+	}
+	if path, ok = c.rebase(path); !ok {
 		return "", false
 	}
 	ino, err := inode(filepath.Join(c.root, path))
@@ -84,7 +133,7 @@ func (c *cgroupIndex) fromProc(id uint64, pid uint32) (string, bool) {
 
 // procCgroupPath returns the cgroup v2 path from a /proc/<pid>/cgroup file:
 // the line "0::<path>". The path is relative to the reader's cgroup
-// namespace, which is why the agent must run in the host's.
+// namespace (see cgroupIndex.rebase).
 func procCgroupPath(file string) (string, error) {
 	b, err := os.ReadFile(file)
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
@@ -208,5 +209,60 @@ func BenchmarkResolveMiss(b *testing.B) {
 		r.cgroups.cache.remove(o.CgroupID)
 		r.procs.remove(procKey{o.PID, o.Comm})
 		r.Resolve(ctx, o)
+	}
+}
+
+// TestPathsRelativeToTheAgentsCgroupNamespace: an agent in a pod has a
+// cgroup namespace of its own, and /proc/<pid>/cgroup shows other
+// processes' cgroups relative to it. Plain directories stand in for the
+// hierarchy (only their inodes matter) and files for /proc.
+func TestPathsRelativeToTheAgentsCgroupNamespace(t *testing.T) {
+	root, proc := t.TempDir(), t.TempDir()
+	mk := func(rel string) string {
+		p := filepath.Join(root, rel)
+		if err := os.MkdirAll(p, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	procFile := func(pid, line string) {
+		if err := os.MkdirAll(filepath.Join(proc, pid), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(proc, pid, "cgroup"), []byte(line+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	agentCg := mk("kubepods/burstable/podA/agent")
+	mk("kubepods/burstable/podX/ctrY")
+	for _, tc := range []struct {
+		name    string
+		nsMount string
+		found   bool
+	}{
+		{"namespace root known", agentCg, true},
+		{"no namespace mount", "", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newCgroupIndex(root, proc, tc.nsMount, 16, time.Now)
+			// A first lookup walks the tree; a cgroup made right after it
+			// is not in that walk, and the next walk is a second away.
+			procFile("10", "0::/")
+			if _, ok := c.lookup(cgroupID(t, agentCg), 10); !ok && tc.found {
+				t.Fatal("the agent's own cgroup was not found")
+			}
+			pod := "pod" + strings.ReplaceAll(tc.name, " ", "-")
+			fresh := mk("kubepods/besteffort/" + pod + "/ctrW")
+			procFile("77", "0::/../../../besteffort/"+pod+"/ctrW")
+			e, ok := c.lookup(cgroupID(t, fresh), 77)
+			if ok != tc.found || (ok && e.path != "/kubepods/besteffort/"+pod+"/ctrW") {
+				t.Fatalf("lookup of a relative path: %+v %v, want found=%v", e, ok, tc.found)
+			}
+			// A path that climbs out of the hierarchy is never joined.
+			procFile("78", "0::/../../../../../../../etc")
+			if e, ok := c.lookup(424242, 78); ok {
+				t.Fatalf("a path above the root resolved: %+v", e)
+			}
+		})
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -158,7 +159,7 @@ func New(ctx context.Context, cfg Config) (*Resolver, error) {
 	}
 	r := &Resolver{
 		cfg:     cfg,
-		cgroups: newCgroupIndex(cfg.CgroupRoot, cfg.ProcRoot, cfg.CacheSize, cfg.now),
+		cgroups: newCgroupIndex(cfg.CgroupRoot, cfg.ProcRoot, ownCgroupMount(cfg.CgroupRoot), cfg.CacheSize, cfg.now),
 		procs:   newLRU[procKey, procFacts](cfg.CacheSize),
 		users:   newLRU[uint32, string](256),
 	}
@@ -254,4 +255,17 @@ func (r *Resolver) hostIdentity(w audit.Workload) string {
 		exe = w.Comm
 	}
 	return "host:" + r.cfg.Node + "/uid/" + w.User + "/" + exe
+}
+
+// ownCgroupMount returns /sys/fs/cgroup when it is a cgroup v2 mount other
+// than root: in a container, the mount of the agent's own cgroup
+// namespace, whose root directory tells where that namespace sits in the
+// host's hierarchy (mounted at root).
+func ownCgroupMount(root string) string {
+	const own = "/sys/fs/cgroup"
+	var st unix.Statfs_t
+	if filepath.Clean(root) == own || unix.Statfs(own, &st) != nil || st.Type != unix.CGROUP2_SUPER_MAGIC {
+		return ""
+	}
+	return own
 }
