@@ -41,6 +41,7 @@ bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./agent/openai/ ./agent/targets/ ./agent/proxy/ ./agent/secrets/ ./agent/mask/
 	$(GO) test -run '^$$' -bench . ./agent/spool/ ./agent/identity/
 	$(GO) test -run '^$$' -bench BenchmarkIngest -benchtime 20x -count 3 ./collector/store/
+	$(GO) test -run '^$$' -bench BenchmarkIngestHTTP -benchtime 40x -count 3 ./collector/
 	PROMPTRAIL_BENCH_RECORDS=$${PROMPTRAIL_BENCH_RECORDS:-1000000} $(GO) test -run '^$$' -bench BenchmarkMillion -benchtime 1x -timeout 90m ./collector/store/
 
 clean:
