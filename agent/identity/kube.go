@@ -22,7 +22,7 @@ const (
 	// mirrorAnnotation holds, on a static pod's mirror, the UID the kubelet
 	// gave the static pod itself, which is the one in the cgroup path.
 	mirrorAnnotation = "kubernetes.io/config.mirror"
-	// ownerTTL and ownerFailTTL bound how long a ReplicaSet's or Job's
+	// ownerTTL and ownerFailTTL bound how long a ReplicaSet's
 	// controller is remembered, and how long a failed lookup is not retried.
 	ownerTTL     = 10 * time.Minute
 	ownerFailTTL = time.Minute
@@ -270,15 +270,17 @@ func sameContainer(statusID, id string) (runtime string, ok bool) {
 }
 
 // owner names the pod's controller, following a ReplicaSet to its
-// Deployment and a Job to its CronJob. It needs get on replicasets and
-// jobs; without it the ReplicaSet or Job itself is the owner.
+// Deployment, the name people know. It needs get on replicasets; without
+// it the ReplicaSet itself is the owner. A Job is recorded as the Job:
+// following it to a CronJob would need get on jobs, which the agent's
+// role does not grant (least privilege: pods and ReplicaSets only).
 func (s *podStore) owner(ctx context.Context, pod *corev1.Pod) string {
 	ref := metav1.GetControllerOf(pod)
 	if ref == nil {
 		return ""
 	}
 	own := ref.Kind + "/" + ref.Name
-	if ref.Kind != "ReplicaSet" && ref.Kind != "Job" {
+	if ref.Kind != "ReplicaSet" {
 		return own
 	}
 	key := pod.Namespace + "/" + own
@@ -286,34 +288,26 @@ func (s *podStore) owner(ctx context.Context, pod *corev1.Pod) string {
 	if e, ok := s.owners.get(key); ok && now.Before(e.expires) {
 		return e.owner
 	}
-	parent, err := s.parentOf(ctx, pod.Namespace, ref.Kind, ref.Name)
+	parent, err := s.replicaSetOwner(ctx, pod.Namespace, ref.Name)
 	if err != nil {
 		s.log.Warn("cannot look up the owner of a pod's controller; recording the controller itself",
 			"controller", key, "err", err)
 		s.owners.add(key, ownerEntry{owner: own, expires: now.Add(ownerFailTTL)})
 		return own
 	}
-	if parent != nil && (ref.Kind == "ReplicaSet" && parent.Kind == "Deployment" ||
-		ref.Kind == "Job" && parent.Kind == "CronJob") {
+	if parent != nil && parent.Kind == "Deployment" {
 		own = parent.Kind + "/" + parent.Name
 	}
 	s.owners.add(key, ownerEntry{owner: own, expires: now.Add(ownerTTL)})
 	return own
 }
 
-func (s *podStore) parentOf(ctx context.Context, ns, kind, name string) (*metav1.OwnerReference, error) {
-	var obj metav1.Object
-	var err error
-	switch kind {
-	case "ReplicaSet":
-		obj, err = s.kube.AppsV1().ReplicaSets(ns).Get(ctx, name, metav1.GetOptions{})
-	case "Job":
-		obj, err = s.kube.BatchV1().Jobs(ns).Get(ctx, name, metav1.GetOptions{})
-	}
+func (s *podStore) replicaSetOwner(ctx context.Context, ns, name string) (*metav1.OwnerReference, error) {
+	rs, err := s.kube.AppsV1().ReplicaSets(ns).Get(ctx, name, metav1.GetOptions{})
 	if err != nil {
-		return nil, fmt.Errorf("getting %s %s/%s (does the agent's role grant get on it?): %w", kind, ns, name, err)
+		return nil, fmt.Errorf("getting ReplicaSet %s/%s (does the agent's role grant get on replicasets?): %w", ns, name, err)
 	}
-	return metav1.GetControllerOf(obj), nil
+	return metav1.GetControllerOf(rs), nil
 }
 
 // labels copies the configured labels of the pod: the record must not

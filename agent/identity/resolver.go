@@ -60,9 +60,8 @@ type Config struct {
 	// app.kubernetes.io/{name,instance,component}, app and version.
 	Labels []string
 	// Kube is the API client. If nil, pods are identified by the cgroup
-	// path only (Source "cgroup"). The agent needs get, list and watch on
-	// pods, and get on replicasets and jobs to name Deployments and
-	// CronJobs.
+	// path only (Source "cgroup"). The agent needs list and watch on pods,
+	// and get on replicasets to name Deployments.
 	Kube kubernetes.Interface
 	// DeletedGrace is how long a deleted pod stays resolvable. Default 5m.
 	DeletedGrace time.Duration
