@@ -80,22 +80,18 @@ func (c *collectorProc) client(t testing.TB) *client.Client {
 // all returns every record the collector holds that matches f.
 func (c *collectorProc) all(t testing.TB, f store.Filter) []audit.Record {
 	t.Helper()
-	cl := c.client(t)
 	f.Limit = 1000
 	var out []audit.Record
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		page, err := cl.Records(ctx, f)
-		cancel()
-		if err != nil {
-			t.Fatalf("querying the collector: %v", err)
-		}
-		out = append(out, page.Records...)
-		if page.NextCursor == "" {
-			return out
-		}
-		f.Cursor = page.NextCursor
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err := c.client(t).EachPage(ctx, f, func(page []audit.Record) (bool, error) {
+		out = append(out, page...)
+		return true, nil
+	})
+	if err != nil {
+		t.Fatalf("querying the collector: %v", err)
 	}
+	return out
 }
 
 // record waits until the collector holds a record that match selects.

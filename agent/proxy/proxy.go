@@ -206,10 +206,6 @@ func (s *Server) handle(ctx context.Context, c *net.TCPConn) {
 		return
 	}
 	log := s.cfg.Logger.With(originAttrs(client, o)...)
-	var ident *identity
-	if s.decrypt != nil && s.decrypt.cfg.Identify != nil {
-		ident = startIdentify(s.decrypt.cfg.Identify, o)
-	}
 	br := bufio.NewReaderSize(c, peekBufferSize)
 	c.SetReadDeadline(time.Now().Add(s.cfg.HelloTimeout))
 	hello, herr := peekClientHello(br)
@@ -222,6 +218,12 @@ func (s *Server) handle(ctx context.Context, c *net.TCPConn) {
 	}
 	if herr == nil && s.decrypt != nil && s.cfg.DecryptName(hello.ServerName) {
 		log.Info("connection decrypted", "sni", hello.ServerName, "alpn_offered", hello.ALPN)
+		// Resolved while the client handshakes; spliced connections,
+		// which are not recorded, never pay for it.
+		var ident *identity
+		if s.decrypt.cfg.Identify != nil {
+			ident = startIdentify(s.decrypt.cfg.Identify, o)
+		}
 		s.decrypt.serve(pc, &connInfo{mode: "transparent", client: client, sni: hello.ServerName, origin: &o, ident: ident})
 		return
 	}

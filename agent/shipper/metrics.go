@@ -56,13 +56,7 @@ func newMetrics(src Source) *metrics {
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "promptrail_shipper_oldest_record_age_seconds",
 			Help: "Age of the oldest record waiting to be shipped (since its exchange started); 0 if none.",
-		}, func() float64 {
-			oldest := src.Stats().Oldest
-			if oldest.IsZero() {
-				return 0
-			}
-			return time.Since(oldest).Seconds()
-		}),
+		}, func() float64 { return src.Stats().OldestAge(time.Now()) }),
 	}
 	return m
 }

@@ -51,13 +51,7 @@ func newMetrics(s *Spool) *metrics {
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "promptrail_spool_oldest_record_age_seconds",
 			Help: "Age of the oldest queued record (since its exchange started); 0 if none.",
-		}, func() float64 {
-			oldest := s.Stats().Oldest
-			if oldest.IsZero() {
-				return 0
-			}
-			return time.Since(oldest).Seconds()
-		}),
+		}, func() float64 { return s.Stats().OldestAge(time.Now()) }),
 	}
 	return m
 }

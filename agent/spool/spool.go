@@ -100,6 +100,15 @@ type Stats struct {
 	Oldest time.Time
 }
 
+// OldestAge is how long the oldest queued record has waited since its
+// exchange started, in seconds; 0 when nothing is queued.
+func (st Stats) OldestAge(now time.Time) float64 {
+	if st.Oldest.IsZero() {
+		return 0
+	}
+	return now.Sub(st.Oldest).Seconds()
+}
+
 // Entry is a sealed record as Next returns it.
 type Entry struct {
 	Seq   uint64

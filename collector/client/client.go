@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/promptrail/promptrail/audit"
 	"github.com/promptrail/promptrail/collector"
 	"github.com/promptrail/promptrail/collector/store"
 )
@@ -44,6 +45,24 @@ func (c *Client) Records(ctx context.Context, f store.Filter) (collector.Records
 	var p collector.RecordsPage
 	err := c.getJSON(ctx, "/v1/records", collector.FilterValues(f), &p)
 	return p, err
+}
+
+// EachPage calls fn with every page of records matching f, newest first,
+// following the cursors, until there are no more or fn returns false. A
+// page may be short, even empty, and still not the last: a text query's
+// scan is bounded per request.
+func (c *Client) EachPage(ctx context.Context, f store.Filter, fn func([]audit.Record) (more bool, err error)) error {
+	for {
+		page, err := c.Records(ctx, f)
+		if err != nil {
+			return err
+		}
+		more, err := fn(page.Records)
+		if err != nil || !more || page.NextCursor == "" {
+			return err
+		}
+		f.Cursor = page.NextCursor
+	}
 }
 
 // Record returns a record and its inclusion proof.

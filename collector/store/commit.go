@@ -164,8 +164,6 @@ func (s *Store) commitGroup(calls []*call) error {
 	s.m.treeSize.Set(float64(rng.End()))
 	for i, c := range calls {
 		c.res, c.issues = batches[i].res, batches[i].issues
-		s.m.records.Add(float64(c.res.Accepted))
-		s.m.duplicates.Add(float64(c.res.Duplicates))
 	}
 	return nil
 }

@@ -361,9 +361,9 @@ func getU64(txn *badger.Txn, key []byte) (uint64, error) {
 	return v, err
 }
 
+// metrics are the store's own; records stored and duplicates are counted
+// by the collector's API, the one way records come in.
 type metrics struct {
-	records     prometheus.Counter
-	duplicates  prometheus.Counter
 	issues      *prometheus.CounterVec
 	batches     prometheus.Histogram
 	treeSize    prometheus.Gauge
@@ -374,14 +374,6 @@ type metrics struct {
 // unregistered metrics work the same and cost little.
 func newMetrics(r prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
-		records: prometheus.NewCounter(prometheus.CounterOpts{
-			Namespace: "promptrail", Subsystem: "store", Name: "records_ingested_total",
-			Help: "Records stored by Ingest.",
-		}),
-		duplicates: prometheus.NewCounter(prometheus.CounterOpts{
-			Namespace: "promptrail", Subsystem: "store", Name: "duplicates_total",
-			Help: "Records Ingest received again and did not store twice.",
-		}),
 		issues: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "promptrail", Subsystem: "store", Name: "chain_issues_total",
 			Help: "Chain issues found by Ingest, by kind (gap, fork, restart, conflict).",
@@ -403,7 +395,7 @@ func newMetrics(r prometheus.Registerer) (*metrics, error) {
 	if r == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.records, m.duplicates, m.issues, m.batches, m.treeSize, m.checkpoints} {
+	for _, c := range []prometheus.Collector{m.issues, m.batches, m.treeSize, m.checkpoints} {
 		if err := r.Register(c); err != nil {
 			return nil, fmt.Errorf("store: registering metrics (is another Store using this Registerer?): %w", err)
 		}

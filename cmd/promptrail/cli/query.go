@@ -115,18 +115,12 @@ func runQuery(ctx context.Context, args []string) error {
 	f.Limit = *limit
 	out := newRecordPrinter(Stdout, *asJSON, *asJSONL)
 	var recs []audit.Record
-	for {
-		page, err := c.Records(ctx, f)
-		if err != nil {
-			return err
-		}
-		recs = append(recs, page.Records...)
-		// A text query may answer a short page (its scan is bounded per
-		// request) with a cursor: go on until the page is full.
-		if page.NextCursor == "" || (!*all && len(recs) >= *limit) {
-			break
-		}
-		f.Cursor = page.NextCursor
+	err = c.EachPage(ctx, f, func(page []audit.Record) (bool, error) {
+		recs = append(recs, page...)
+		return *all || len(recs) < *limit, nil
+	})
+	if err != nil {
+		return err
 	}
 	if !*all && len(recs) > *limit {
 		recs = recs[:*limit]
@@ -347,21 +341,17 @@ func runExport(ctx context.Context, args []string) error {
 	enc := json.NewEncoder(w)
 	f.Limit = 1000
 	n := 0
-	for {
-		page, err := c.Records(ctx, f)
-		if err != nil {
-			return fmt.Errorf("export stopped after %d records: %w", n, err)
-		}
-		for i := range page.Records {
-			if err := enc.Encode(&page.Records[i]); err != nil {
-				return fmt.Errorf("writing the export: %w", err)
+	err = c.EachPage(ctx, f, func(page []audit.Record) (bool, error) {
+		for i := range page {
+			if err := enc.Encode(&page[i]); err != nil {
+				return false, fmt.Errorf("writing the export: %w", err)
 			}
 		}
-		n += len(page.Records)
-		if page.NextCursor == "" {
-			break
-		}
-		f.Cursor = page.NextCursor
+		n += len(page)
+		return true, nil
+	})
+	if err != nil {
+		return fmt.Errorf("export stopped after %d records: %w", n, err)
 	}
 	fmt.Fprintf(Stderr, "exported %d records\n", n)
 	return nil
