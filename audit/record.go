@@ -16,7 +16,13 @@ import (
 // the wire (masked, once masking exists), bounded by the agent's limit.
 type Record struct {
 	// ID is a ULID: unique, and sorting IDs sorts records by start time.
-	ID      string `json:"id"`
+	ID string `json:"id"`
+	// Kind is "exchange" for a request and its response, or "connection"
+	// for a connection to a target address that was not decrypted
+	// (spliced or refused: no content, only who, where and how much).
+	// Empty in records written before connections were recorded: an
+	// exchange.
+	Kind    string `json:"kind,omitempty"`
 	AgentID string `json:"agent_id,omitempty"`
 	Node    string `json:"node,omitempty"`
 
@@ -44,7 +50,7 @@ type Record struct {
 
 	Workload   Workload   `json:"workload"`
 	Connection Connection `json:"connection"`
-	Request    Request    `json:"request"`
+	Request    Request    `json:"request,omitzero"` // absent from connection records
 	Response   *Response  `json:"response,omitempty"`
 	// Findings are the secrets masked in the exchange: never the secret,
 	// never a part of it.
@@ -100,7 +106,19 @@ type Connection struct {
 	ALPN       string `json:"alpn,omitempty"`
 	Proto      string `json:"proto,omitempty"` // HTTP/1.1 or HTTP/2.0, client side
 	TLSVersion string `json:"tls_version,omitempty"`
+	// ALPNOffered is the client's ALPN list, on connection records.
+	ALPNOffered []string `json:"alpn_offered,omitempty"`
+	// BytesSent and BytesReceived count what a spliced connection carried
+	// from the client and back.
+	BytesSent     int64 `json:"bytes_sent,omitempty"`
+	BytesReceived int64 `json:"bytes_received,omitempty"`
 }
+
+// Kinds of records.
+const (
+	KindExchange   = "exchange"
+	KindConnection = "connection"
+)
 
 // Request is what the workload sent.
 type Request struct {
@@ -157,10 +175,16 @@ type Finding struct {
 type Decision struct {
 	// Action is "allow" (forwarded as sent), "mask" (forwarded with secrets
 	// masked), "block" (a rule blocks it; nothing went upstream) or
-	// "reject" (malformed or too large; nothing went upstream).
+	// "reject" (malformed or too large; nothing went upstream). On
+	// connection records it is "splice" (passed through undecrypted) or
+	// "refuse" (closed; nothing went upstream).
 	Action string `json:"action"`
-	// Rule names the rule behind a block.
+	// Rule names the rule behind a block, or on connection records why it
+	// was not decrypted: "other-sni", "no-sni", "not-tls", "bad-hello",
+	// "spool", "decryption-off".
 	Rule string `json:"rule,omitempty"`
+	// Message says in words why, where the rule alone does not.
+	Message string `json:"message,omitempty"`
 }
 
 // NewID returns a fresh record ID for an exchange that started at t.

@@ -297,17 +297,28 @@ func TestBadInputGetsABoundedOutcome(t *testing.T) {
 			return r.Request.Path == "/v1/chat/completions" && r.Request.Size == 0
 		})
 	})
-	t.Run("malformed ClientHello is passed through", func(t *testing.T) {
+	t.Run("malformed ClientHello is refused and recorded", func(t *testing.T) {
+		before := len(f.fake.Server.Requests())
 		got := f.rawExchange(t, append([]byte{0x16, 3, 1, 0, 6}, []byte{1, 0, 0, 2, 0xff, 0xff}...))
-		// The fake's TLS server rejects it: the client hears the real server.
-		if len(got) == 0 || got[0] != 0x15 {
-			t.Fatalf("client got %x, want the upstream's TLS alert", got)
+		if len(got) != 0 {
+			t.Fatalf("client got %x, want the connection closed unanswered", got)
+		}
+		r := f.sink.wait(t, "bad hello", func(r *audit.Record) bool { return r.Decision.Rule == "bad-hello" })
+		if r.Kind != audit.KindConnection || r.Decision.Action != "refuse" || r.Connection.OrigDst == "" {
+			t.Errorf("record %+v, want a refused connection with its destination", r)
+		}
+		if n := len(f.fake.Server.Requests()); n != before {
+			t.Errorf("the upstream saw %d requests from a refused connection", n-before)
 		}
 	})
-	t.Run("plain HTTP on the TLS port is passed through", func(t *testing.T) {
+	t.Run("plain HTTP on the TLS port is spliced and recorded", func(t *testing.T) {
 		got := f.rawExchange(t, []byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
 		if !bytes.Contains(got, []byte("HTTP/1.0 400")) {
 			t.Fatalf("client got %q, want the upstream's answer to plain HTTP", got)
+		}
+		r := f.sink.wait(t, "not TLS", func(r *audit.Record) bool { return r.Decision.Rule == "not-tls" })
+		if r.Decision.Action != "splice" || r.Connection.BytesSent == 0 || r.Connection.BytesReceived == 0 {
+			t.Errorf("record %+v, want a spliced connection with its byte counts", r.Connection)
 		}
 	})
 	t.Run("silent client is closed", func(t *testing.T) {

@@ -1,15 +1,17 @@
 // Package proxy accepts the connections that the eBPF programs redirect to
 // the agent (and, in explicit mode, HTTPS_PROXY clients), finds where each
-// one was going and who made it, and peeks at its TLS ClientHello. When the
-// server name is a target, it terminates TLS with a certificate from the
-// node CA, speaks HTTP/1.1 or HTTP/2 as the client chose, records every
+// one was going and who made it, and reads its whole TLS ClientHello. When
+// the server name is a target, it terminates TLS with a certificate from
+// the node CA, speaks HTTP/1.1 or HTTP/2 as the client chose, records every
 // exchange and forwards it to the original destination over verified TLS.
-// Everything else (other names on a shared address, no SNI, not TLS) is
-// spliced to the original destination byte for byte.
+// A connection with another server name or none (or not TLS) is spliced to
+// the original destination byte for byte or refused, as Config.Undecrypted
+// decides, and either way leaves a connection record. A hello that cannot
+// be read in full (slow, oversized, malformed) is refused and recorded:
+// nothing reaches a target address unrecorded.
 package proxy
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -21,6 +23,8 @@ import (
 	"time"
 
 	"github.com/promptrail/promptrail/agent/intercept"
+	"github.com/promptrail/promptrail/agent/recorder"
+	"github.com/promptrail/promptrail/audit"
 )
 
 // Origins finds the origin of a redirected connection by its client
@@ -49,9 +53,24 @@ type Config struct {
 	Decrypt *DecryptConfig
 	// DecryptName reports whether a ClientHello's server name is a target.
 	DecryptName func(serverName string) bool
-	// HelloTimeout bounds the wait for a client's first bytes. Zero: 10s.
+	// HelloTimeout bounds the wait for a client's whole ClientHello. Zero:
+	// 10s.
 	HelloTimeout time.Duration
+	// Undecrypted decides whether a connection that is not decrypted is
+	// spliced (true) or refused: class is ClassOtherSNI (a server name
+	// that is not a target), ClassNoSNI (a hello without one) or
+	// ClassNotTLS. Nil: every such connection is spliced.
+	Undecrypted func(dst netip.AddrPort, class string) (splice bool)
 }
+
+// Classes of connections that are not decrypted.
+const (
+	ClassOtherSNI = "other-sni"
+	ClassNoSNI    = "no-sni"
+	ClassNotTLS   = "not-tls"
+	ruleBadHello  = "bad-hello"
+	ruleSpool     = "spool"
+)
 
 // Server is the redirect target of the eBPF programs.
 type Server struct {
@@ -195,7 +214,7 @@ func (s *Server) closeListeners() {
 }
 
 // handle decides, from the ClientHello, whether to decrypt a redirected
-// connection or splice it, and logs one line about it when it ends.
+// connection, splice it or refuse it, and logs one line about it.
 func (s *Server) handle(ctx context.Context, c *net.TCPConn) {
 	start := time.Now()
 	client := c.RemoteAddr().(*net.TCPAddr).AddrPort()
@@ -206,48 +225,138 @@ func (s *Server) handle(ctx context.Context, c *net.TCPConn) {
 		return
 	}
 	log := s.cfg.Logger.With(originAttrs(client, o)...)
-	br := bufio.NewReaderSize(c, peekBufferSize)
 	c.SetReadDeadline(time.Now().Add(s.cfg.HelloTimeout))
-	hello, herr := peekClientHello(br)
+	raw, hello, herr := readClientHello(c)
 	c.SetReadDeadline(time.Time{})
-	pc := &peekedConn{TCPConn: c, br: br}
-	if herr != nil && !errors.Is(herr, errNotTLS) && br.Buffered() == 0 {
-		log.Warn("connection closed: no ClientHello", "err", herr, "duration_ms", msSince(start))
+	if len(raw) == 0 {
+		log.Info("connection closed before sending anything", "err", herr, "duration_ms", msSince(start))
 		c.Close()
 		return
 	}
-	if herr == nil && s.decrypt != nil && s.cfg.DecryptName(hello.ServerName) {
-		log.Info("connection decrypted", "sni", hello.ServerName, "alpn_offered", hello.ALPN)
-		// Resolved while the client handshakes; spliced connections,
-		// which are not recorded, never pay for it.
-		var ident *identity
-		if s.decrypt.cfg.Identify != nil {
-			ident = startIdentify(s.decrypt.cfg.Identify, o)
-		}
-		s.decrypt.serve(pc, &connInfo{mode: "transparent", client: client, sni: hello.ServerName, origin: &o, ident: ident})
+	info := &connInfo{mode: "transparent", client: client, sni: hello.ServerName, origin: &o}
+	if s.decrypt != nil && s.decrypt.cfg.Identify != nil {
+		// Resolved while the client handshakes (or the splice runs).
+		info.ident = startIdentify(s.decrypt.cfg.Identify, o)
+	}
+	v := s.verdict(o.Dst, raw, hello, herr)
+	if v.action == actionDecrypt {
+		log.Info("connection decrypted", "sni", hello.RawServerName, "alpn_offered", hello.ALPN)
+		s.decrypt.serve(&helloConn{TCPConn: c, pending: raw}, info)
 		return
 	}
 	defer c.Close()
-	reason := "server name is not a target"
-	switch {
-	case herr != nil:
-		reason = herr.Error()
-	case s.decrypt == nil:
-		reason = "decryption off"
+	conn := audit.Connection{Mode: info.mode, Client: client.String(), OrigDst: o.Dst.String(),
+		SNI: hello.RawServerName, ALPNOffered: hello.ALPN}
+	ex := s.beginConnection(info, conn)
+	attrs := []any{"sni", hello.RawServerName, "rule", v.rule, "reason", v.why, "hello_bytes", len(raw)}
+	if v.action == actionRefuse {
+		ex.Refuse(v.rule, v.why)
+		log.Warn("connection refused", append(attrs, "duration_ms", msSince(start))...)
+		return
+	}
+	ex.Spliced(v.rule, v.why)
+	if !s.spoolConnection(ctx, ex, log) {
+		return
 	}
 	up, err := s.dialer.DialContext(ctx, "tcp", o.Dst.String())
 	if err != nil {
-		log.Warn("connection failed: original destination unreachable", "err", err,
-			"duration_ms", msSince(start))
+		ex.SpliceDone(0, 0, fmt.Errorf("original destination unreachable: %w", err))
+		log.Warn("connection failed: original destination unreachable", append(attrs, "err", err, "duration_ms", msSince(start))...)
 		return
 	}
 	defer up.Close()
-	sent, received, err := splice(pc, up.(*net.TCPConn))
-	attrs := []any{"sni", hello.ServerName, "splice_reason", reason, "bytes_sent", sent, "bytes_received", received, "duration_ms", msSince(start)}
+	sent, received, err := splice(&helloConn{TCPConn: c, pending: raw}, up.(*net.TCPConn))
+	ex.SpliceDone(sent, received, err)
+	attrs = append(attrs, "bytes_sent", sent, "bytes_received", received, "duration_ms", msSince(start))
 	if err != nil {
 		attrs = append(attrs, "err", err)
 	}
-	log.Info("connection", attrs...)
+	log.Info("connection spliced", attrs...)
+}
+
+type action int
+
+const (
+	actionRefuse action = iota
+	actionSplice
+	actionDecrypt
+)
+
+// verdict is what happens to a connection, and why.
+type verdict struct {
+	action
+	rule, why string
+}
+
+// verdict decides from the hello: a target name is decrypted if the TLS
+// server can take the hello; what cannot be read is refused; the rest is
+// spliced or refused as Config.Undecrypted says.
+func (s *Server) verdict(dst netip.AddrPort, raw []byte, hello clientHello, herr error) verdict {
+	class := ClassOtherSNI
+	switch {
+	case herr != nil && !errors.Is(herr, errNotTLS):
+		return verdict{actionRefuse, ruleBadHello, "unreadable ClientHello: " + herr.Error()}
+	case herr != nil:
+		class = ClassNotTLS
+	case hello.ServerName == "":
+		class = ClassNoSNI
+	case s.decrypt != nil && s.cfg.DecryptName(hello.ServerName):
+		if err := stdlibAccepts(raw); err != nil {
+			return verdict{actionRefuse, ruleBadHello, fmt.Sprintf("ClientHello for target %q: %v", hello.RawServerName, err)}
+		}
+		return verdict{action: actionDecrypt}
+	}
+	why := map[string]string{
+		ClassOtherSNI: "server name is not a target",
+		ClassNoSNI:    "ClientHello without a server name",
+		ClassNotTLS:   "not TLS",
+	}[class]
+	if s.decrypt == nil {
+		why += " (decryption off)"
+	}
+	if s.cfg.Undecrypted != nil && !s.cfg.Undecrypted(dst, class) {
+		return verdict{actionRefuse, class, why + "; refused by the setting for this target"}
+	}
+	return verdict{actionSplice, class, why}
+}
+
+// beginConnection starts the record of a connection that is not
+// decrypted; without decryption there is no recorder, and the record is
+// a no-op.
+func (s *Server) beginConnection(info *connInfo, conn audit.Connection) *recorder.Exchange {
+	if s.decrypt == nil {
+		return nil
+	}
+	who, late := s.decrypt.workload(info)
+	ex := s.decrypt.cfg.Recorder.BeginConnection(conn, who)
+	if late != nil {
+		ex.FillWorkloadLater(late)
+	}
+	return ex
+}
+
+// spoolConnection puts a spliced connection's record on durable record
+// before any byte goes upstream, as for a request; it reports whether the
+// splice may go on, and has refused it if not.
+func (s *Server) spoolConnection(ctx context.Context, ex *recorder.Exchange, log *slog.Logger) bool {
+	if ex == nil {
+		return true
+	}
+	err := ex.Spool(ctx)
+	if err == nil {
+		return true
+	}
+	if s.decrypt.cfg.OnSpoolFailure != nil {
+		s.decrypt.cfg.OnSpoolFailure(s.decrypt.cfg.PassUnspooled)
+	}
+	if s.decrypt.cfg.PassUnspooled {
+		log.Warn("connection spliced without a spooled record (--spool-full=pass)", "id", ex.ID(), "err", err)
+		ex.MarkUnspooled(err)
+		return true
+	}
+	log.Error("connection refused: its record could not be spooled", "id", ex.ID(), "err", err)
+	ex.Refuse(ruleSpool, "audit spool: "+err.Error())
+	return false
 }
 
 // OriginAttrs are the log attributes that describe a connection's origin.
@@ -260,7 +369,7 @@ func originAttrs(client netip.AddrPort, o intercept.Origin) []any {
 
 // splice copies both ways until both sides are done, passing half-closes
 // on. Between two TCP sockets io.Copy uses splice(2): no copy to user space.
-func splice(client *peekedConn, upstream *net.TCPConn) (sent, received int64, err error) {
+func splice(client *helloConn, upstream *net.TCPConn) (sent, received int64, err error) {
 	type result struct {
 		n   int64
 		err error

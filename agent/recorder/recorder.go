@@ -82,7 +82,7 @@ func (r *Recorder) Begin(req *http.Request, body []byte, size int64, conn audit.
 	e := &Exchange{r: r, start: start}
 	conn.Proto = req.Proto
 	e.rec = audit.Record{
-		ID: audit.NewID(start), AgentID: r.cfg.AgentID, Node: r.cfg.Node, Start: start.UTC(),
+		ID: audit.NewID(start), Kind: audit.KindExchange, AgentID: r.cfg.AgentID, Node: r.cfg.Node, Start: start.UTC(),
 		Workload: w, Connection: conn, Decision: audit.Decision{Action: "allow"},
 	}
 	q := &e.rec.Request

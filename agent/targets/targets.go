@@ -371,3 +371,21 @@ func (s *Set) Entries() []Entry {
 	})
 	return out
 }
+
+// HostsOf returns the configured host names that a is an address of, as
+// resolved or observed (sorted; none for an address only a CIDR holds).
+func (s *Set) HostsOf(a netip.Addr) []string {
+	if !a.IsValid() {
+		return nil
+	}
+	s.mu.Lock()
+	var out []string
+	for h := range s.prefixes[addrPrefix(a.WithZone("").Unmap())] {
+		if h.host != "" && !slices.Contains(out, h.host) {
+			out = append(out, h.host)
+		}
+	}
+	s.mu.Unlock()
+	slices.Sort(out)
+	return out
+}

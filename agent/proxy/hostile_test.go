@@ -1,0 +1,125 @@
+package proxy
+
+import (
+	"bufio"
+	"crypto/tls"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/promptrail/promptrail/audit"
+)
+
+// TestHostileHellos: whatever a client does with its ClientHello, it
+// either is decrypted and recorded, or spliced with a connection record,
+// or refused with one; a refused connection sends nothing upstream.
+func TestHostileHellos(t *testing.T) {
+	f := newDecryptFixture(t, func(_ *DecryptConfig, c *Config) {
+		c.HelloTimeout = 300 * time.Millisecond
+		c.Undecrypted = func(_ netip.AddrPort, class string) bool { return class != ClassNoSNI }
+	})
+	upstreamSaw := func() int { return len(f.fake.Server.Requests()) }
+	refused := func(t *testing.T, what string, match func(*audit.Record) bool) *audit.Record {
+		t.Helper()
+		r := f.sink.wait(t, what, func(r *audit.Record) bool { return r.Kind == audit.KindConnection && match(r) })
+		if r.Decision.Action != "refuse" || r.Workload.Comm != "client" || r.Connection.OrigDst == "" {
+			t.Errorf("%s: record %+v, want a refusal that names the process and destination", what, r)
+		}
+		return r
+	}
+
+	t.Run("slow hello", func(t *testing.T) {
+		before := upstreamSaw()
+		c, err := net.Dial("tcp", f.proxyAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		hello := recordHello(t, "api.openai.com", nil)
+		c.Write(hello[:20])
+		time.Sleep(500 * time.Millisecond) // past HelloTimeout
+		c.Write(hello[20:])
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if n, _ := c.Read(make([]byte, 1)); n != 0 {
+			t.Fatal("a hello cut by the deadline got an answer")
+		}
+		r := refused(t, "slow hello", func(r *audit.Record) bool { return strings.Contains(r.Decision.Message, "timeout") })
+		if r.Decision.Rule != ruleBadHello {
+			t.Errorf("rule %q, want %q", r.Decision.Rule, ruleBadHello)
+		}
+		if upstreamSaw() != before {
+			t.Error("the upstream heard from a refused connection")
+		}
+	})
+	t.Run("hello larger than a record is decrypted", func(t *testing.T) {
+		c := f.tlsConn(t, "api.openai.com", append(longALPN(), "http/1.1"))
+		defer c.Close()
+		io.WriteString(c, "GET /v1/models?big-hello HTTP/1.1\r\nHost: api.openai.com\r\nConnection: close\r\n\r\n")
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("status %d", resp.StatusCode)
+		}
+		f.sink.wait(t, "big hello", func(r *audit.Record) bool { return strings.Contains(r.Request.Path, "big-hello") })
+	})
+	t.Run("trailing dot on a target name", func(t *testing.T) {
+		before := upstreamSaw()
+		hello := withTrailingDot(t, recordHello(t, "api.openai.comX", []string{"http/1.1"}), "api.openai.comX")
+		if got := f.rawExchange(t, hello); len(got) != 0 {
+			t.Fatalf("client got %x, want the connection closed", got)
+		}
+		refused(t, "trailing dot", func(r *audit.Record) bool { return r.Connection.SNI == "api.openai.com." })
+		if upstreamSaw() != before {
+			t.Error("the upstream heard from a refused connection")
+		}
+	})
+	t.Run("upper-case target name is decrypted", func(t *testing.T) {
+		c := f.tlsConn(t, "API.OpenAI.com", []string{"http/1.1"})
+		defer c.Close()
+		io.WriteString(c, "GET /v1/models?upper HTTP/1.1\r\nHost: api.openai.com\r\nConnection: close\r\n\r\n")
+		if resp, err := http.ReadResponse(bufio.NewReader(c), nil); err != nil {
+			t.Fatal(err)
+		} else {
+			resp.Body.Close()
+		}
+		r := f.sink.wait(t, "upper case", func(r *audit.Record) bool { return strings.Contains(r.Request.Path, "upper") })
+		if r.Connection.SNI != "api.openai.com" {
+			t.Errorf("SNI %q, want the normalised name", r.Connection.SNI)
+		}
+	})
+	t.Run("no SNI refused by the setting", func(t *testing.T) {
+		before := upstreamSaw()
+		c, err := tls.Dial("tcp", f.proxyAddr, &tls.Config{InsecureSkipVerify: true})
+		if err == nil {
+			io.WriteString(c, "GET /v1/models HTTP/1.1\r\nHost: api.openai.com\r\n\r\n")
+			c.Close()
+		}
+		refused(t, "no SNI", func(r *audit.Record) bool { return r.Decision.Rule == ClassNoSNI })
+		if upstreamSaw() != before {
+			t.Error("the upstream heard from a refused connection")
+		}
+	})
+	t.Run("other SNI spliced with a record", func(t *testing.T) {
+		c, err := tls.Dial("tcp", f.proxyAddr, &tls.Config{ServerName: "fronted.example", InsecureSkipVerify: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Domain fronting: the upstream here serves any Host; the record
+		// still says who sent how much to the target's address.
+		io.WriteString(c, "GET /v1/models?fronted HTTP/1.1\r\nHost: api.openai.com\r\nConnection: close\r\n\r\n")
+		io.ReadAll(c)
+		c.Close()
+		r := f.sink.wait(t, "other SNI", func(r *audit.Record) bool { return r.Connection.SNI == "fronted.example" })
+		if r.Kind != audit.KindConnection || r.Decision.Action != "splice" || r.Decision.Rule != ClassOtherSNI ||
+			r.Connection.BytesSent == 0 || r.Workload.Comm != "client" {
+			t.Errorf("record %+v, want a spliced connection with bytes and workload", r)
+		}
+	})
+}
