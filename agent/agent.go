@@ -37,6 +37,12 @@ type Config struct {
 	// a name, resolved and watched in DNS answers, or an IP literal. Empty:
 	// DefaultTarget.
 	Targets []string
+	// OtherSNI and NoSNI say what happens to a connection to a target
+	// address that is not decrypted because its ClientHello names another
+	// server, or none (or it is not TLS): entries "splice", "refuse" or
+	// "TARGET=splice|refuse" (TARGET a host name, IP or CIDR). Either way
+	// it is recorded. Defaults: DefaultOtherSNI, DefaultNoSNI.
+	OtherSNI, NoSNI []string
 	// TargetCIDRs are prefixes whose addresses are targets on the ports of
 	// Targets.
 	TargetCIDRs []string
@@ -147,7 +153,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	var origins lateOrigins
 	srv, err := proxy.New(proxy.Config{Listeners: lns, Origins: &origins, Mark: orDefault(cfg.Mark, intercept.DefaultMark), Logger: log,
-		Decrypt: decrypt, DecryptName: plan.isHost})
+		Decrypt: decrypt, DecryptName: plan.isHost, Undecrypted: plan.undecrypted.splice})
 	if err != nil {
 		closeAll(lns)
 		return err
@@ -173,6 +179,7 @@ func Run(ctx context.Context, cfg Config) error {
 		closeAll(lns)
 		return fmt.Errorf("agent: %w", err)
 	}
+	plan.undecrypted.set = set // before Serve: host rules see the set from the first connection
 	log.Info("agent running", "targets", cfg.targetList(), "target_cidrs", cfg.TargetCIDRs, "proxy_listen", listen.all,
 		"cgroup_root", cfg.CgroupRoot, "data_dir", cfg.DataDir)
 	return supervise(ctx, log, parts{in: in, srv: srv, set: set, dns: cfg.CaptureDNS, explicit: explicit})
@@ -299,6 +306,9 @@ func (cfg *Config) prepare() (targetPlan, listenPlan, string, error) {
 	if err != nil {
 		return targetPlan{}, listenPlan{}, "", err
 	}
+	if plan.undecrypted, err = newUndecryptedPolicy(cfg.OtherSNI, cfg.NoSNI); err != nil {
+		return targetPlan{}, listenPlan{}, "", err
+	}
 	listen, err := parseListen(cfg.ProxyListen)
 	if err != nil {
 		return targetPlan{}, listenPlan{}, "", err
@@ -337,9 +347,10 @@ func (c Config) targetList() []string {
 
 // targetPlan is the configuration's targets, sorted by kind.
 type targetPlan struct {
-	hosts []string
-	cidrs []netip.Prefix
-	ports []uint16
+	hosts       []string
+	cidrs       []netip.Prefix
+	ports       []uint16
+	undecrypted *undecryptedPolicy
 }
 
 // isHost reports whether serverName is a configured target host name,

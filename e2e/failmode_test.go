@@ -14,7 +14,7 @@ func TestFailOpenLeavesNothingAttached(t *testing.T) {
 			n := newNode(t)
 			echo := newEchoServer(t, "127.0.1.2:443")
 			a := startAgent(t, n.agent, n.agentArgs("--fail-mode", "fail-open", "--capture-dns",
-				"--target", "127.0.1.2:443", "--proxy-listen", "127.0.0.1:15104")...)
+				"--target", "127.0.1.2:443", "--no-sni", "splice", "--proxy-listen", "127.0.0.1:15104")...)
 			if attached(t, n.root) == 0 {
 				t.Fatal("no program attached while the agent runs")
 			}
@@ -34,7 +34,7 @@ func TestFailClosedRefusesTargetsWhileNoAgentRuns(t *testing.T) {
 	echo := newEchoServer(t, "127.0.1.2:443")
 	other := newEchoServer(t, "127.0.1.3:443")
 	args := n.agentArgs("--fail-mode", "fail-closed", "--heartbeat-timeout", "1s", "--capture-dns=false",
-		"--target", "127.0.1.2:443", "--proxy-listen", "127.0.0.1:15105")
+		"--target", "127.0.1.2:443", "--no-sni", "splice", "--proxy-listen", "127.0.0.1:15105")
 	a := startAgent(t, n.agent, args...)
 	checkProxied(t, a, echo, kerneltest.RunHelper(t, n.client, nil, "tcp", "127.0.1.2:443", "ping"), n.client, "127.0.1.2:443")
 

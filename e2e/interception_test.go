@@ -44,7 +44,7 @@ func TestHostProcessIsInterceptedWithItsOrigin(t *testing.T) {
 	n := newNode(t)
 	echo4 := newEchoServer(t, "127.0.1.2:443")
 	a := startAgent(t, n.agent, n.agentArgs("--fail-mode", "fail-open", "--capture-dns=false",
-		"--target", "127.0.1.2:443", "--target", "[::1]:443", "--proxy-listen", "127.0.0.1:15101,[::1]:15101")...)
+		"--target", "127.0.1.2:443", "--target", "[::1]:443", "--no-sni", "splice", "--proxy-listen", "127.0.0.1:15101,[::1]:15101")...)
 
 	// The agent runs inside the intercepted subtree: were its own upstream
 	// connection redirected, it would loop and the exchange would fail.
@@ -110,7 +110,7 @@ func TestPodInItsOwnNetworkNamespaceIsIntercepted(t *testing.T) {
 	echo := newEchoServer(t, dst)
 	nodeProxy := netip.AddrPortFrom(ns.HostAddr, 15102).String()
 	a := startAgent(t, n.agent, n.agentArgs("--fail-mode", "fail-open", "--capture-dns=false",
-		"--target", dst, "--proxy-listen", "127.0.0.1:15102,"+nodeProxy)...)
+		"--target", dst, "--no-sni", "splice", "--proxy-listen", "127.0.0.1:15102,"+nodeProxy)...)
 
 	r := kerneltest.RunHelper(t, n.client, ns.Command, "tcp", dst, "ping")
 	if !strings.HasPrefix(r.Local, ns.PodAddr.String()+":") {
@@ -126,7 +126,7 @@ func TestDNSAnswerSeenOnTheNodeAddsATarget(t *testing.T) {
 	resolver := startDNS(t, "127.0.1.53:53", name, cdn)
 	echo := newEchoServer(t, "127.0.1.4:443")
 	a := startAgent(t, n.agent, n.agentArgs("--fail-mode", "fail-open", "--capture-dns",
-		"--target", name+":443", "--proxy-listen", "127.0.0.1:15103")...)
+		"--target", name+":443", "--no-sni", "splice", "--proxy-listen", "127.0.0.1:15103")...)
 
 	// Before any DNS answer the address is nobody's target.
 	r := kerneltest.RunHelper(t, n.client, nil, "tcp", "127.0.1.4:443", "ping")

@@ -221,7 +221,7 @@ func TestTLSInterceptionWithRealClients(t *testing.T) {
 			t.Fatalf("spliced request got %s", out)
 		}
 		n.agentP.waitLog(t, "connection", func(l map[string]any) bool {
-			return l["sni"] == "localhost" && l["splice_reason"] == "server name is not a target"
+			return l["sni"] == "localhost" && l["rule"] == "other-sni" && l["action"] == "splice"
 		})
 	})
 

@@ -61,7 +61,8 @@ func (m *memSink) wait(t testing.TB, what string, match func(*audit.Record) bool
 // connection to a fake upstream, with no kernel involved: the origin
 // lookup is faked, so these tests run anywhere.
 type decryptFixture struct {
-	proxyAddr string
+	proxyAddr    string
+	explicitAddr string // the same server's HTTPS_PROXY listener
 	clientCAs *x509.CertPool
 	fake      *fakeopenai.TLSServer
 	sink      *memSink
@@ -105,10 +106,16 @@ func newDecryptFixture(t testing.TB, mutate func(*DecryptConfig, *Config)) *decr
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { srv.Serve(ctx); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
+	explicit, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{}, 2)
+	go func() { srv.Serve(ctx); done <- struct{}{} }()
+	go func() { srv.ServeExplicit(ctx, explicit); done <- struct{}{} }()
+	t.Cleanup(func() { cancel(); <-done; <-done })
 	f.proxyAddr = srv.Addrs()[0].String()
+	f.explicitAddr = explicit.Addr().String()
 	return f
 }
 

@@ -8,45 +8,23 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"time"
 
-	"github.com/elazarl/goproxy"
-
-	"github.com/promptrail/promptrail/agent/intercept"
+	"github.com/promptrail/promptrail/audit"
 )
 
 // ServeExplicit runs an HTTPS_PROXY-style proxy on ln until ctx is done,
-// for hosts where the eBPF programs cannot be used. CONNECT to a target
-// host is decrypted and recorded exactly as a redirected connection is;
-// CONNECT elsewhere is tunnelled untouched, and plain-HTTP requests are
-// forwarded. goproxy handles the proxy protocol; decrypted connections go
-// to the same HTTP/1.1+HTTP/2 server as transparent ones.
+// for hosts where the eBPF programs cannot be used. It is not a general
+// forward proxy: CONNECT to a target host is decrypted and recorded
+// exactly as a redirected connection is; CONNECT anywhere else and every
+// plain-HTTP request are refused with 403 and recorded, so the agent's
+// unintercepted sockets never carry a workload's traffic elsewhere.
 func (s *Server) ServeExplicit(ctx context.Context, ln net.Listener) error {
-	p := goproxy.NewProxyHttpServer()
-	p.Logger = slogPrintf{s.cfg.Logger}
-	dialer := &net.Dialer{Timeout: s.cfg.DialTimeout, Control: intercept.MarkControl(s.cfg.Mark)}
-	p.ConnectDial = dialer.Dial
-	p.Tr = &http.Transport{DialContext: dialer.DialContext, Proxy: nil, IdleConnTimeout: 90 * time.Second}
-	p.OnRequest().HandleConnectFunc(func(host string, pctx *goproxy.ProxyCtx) (*goproxy.ConnectAction, string) {
-		name, _, err := net.SplitHostPort(host)
-		if err != nil {
-			name = host
-		}
-		client, _ := netip.ParseAddrPort(pctx.Req.RemoteAddr)
-		if s.decrypt == nil || !s.cfg.DecryptName(name) {
-			s.cfg.Logger.Info("explicit proxy: tunnel", "client", client.String(), "host", host)
-			return goproxy.OkConnect, host
-		}
-		return &goproxy.ConnectAction{Action: goproxy.ConnectHijack, Hijack: func(_ *http.Request, c net.Conn, _ *goproxy.ProxyCtx) {
-			if _, err := c.Write([]byte("HTTP/1.1 200 Connection established\r\n\r\n")); err != nil {
-				c.Close()
-				return
-			}
-			s.cfg.Logger.Info("explicit proxy: connection decrypted", "client", client.String(), "host", host)
-			s.decrypt.serve(c, &connInfo{mode: "explicit", client: client, sni: name})
-		}}, host
-	})
-	srv := &http.Server{Handler: p, ReadHeaderTimeout: s.cfg.HelloTimeout, ErrorLog: slog.NewLogLogger(s.cfg.Logger.Handler(), slog.LevelDebug)}
+	srv := &http.Server{
+		Handler:           http.HandlerFunc(s.explicit),
+		ReadHeaderTimeout: s.cfg.HelloTimeout,
+		MaxHeaderBytes:    16 << 10,
+		ErrorLog:          slog.NewLogLogger(s.cfg.Logger.Handler(), slog.LevelDebug),
+	}
 	stop := context.AfterFunc(ctx, func() { srv.Close() })
 	defer stop()
 	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -55,8 +33,46 @@ func (s *Server) ServeExplicit(ctx context.Context, ln net.Listener) error {
 	return nil
 }
 
-// slogPrintf adapts goproxy's Printf logger to slog (debug level: goproxy
-// is chatty and we log the events that matter ourselves).
-type slogPrintf struct{ l *slog.Logger }
-
-func (s slogPrintf) Printf(format string, v ...any) { s.l.Debug(fmt.Sprintf(format, v...)) }
+func (s *Server) explicit(w http.ResponseWriter, r *http.Request) {
+	client, _ := netip.ParseAddrPort(r.RemoteAddr)
+	log := s.cfg.Logger.With("client", client.String(), "method", r.Method, "host", r.Host)
+	name := r.Host
+	if h, _, err := net.SplitHostPort(r.Host); err == nil {
+		name = h
+	}
+	name = normalizeServerName(name)
+	target := r.Method == http.MethodConnect && s.decrypt != nil && validHostName(name) && s.cfg.DecryptName(name)
+	if !target {
+		why := "explicit proxy: only CONNECT to a target host is allowed"
+		if s.decrypt != nil {
+			conn := audit.Connection{Mode: "explicit", Client: client.String(), OrigDst: r.Host}
+			s.beginConnection(&connInfo{mode: "explicit", client: client}, conn).Refuse("not-a-target", why+"; "+r.Method+" "+r.RequestURI)
+		}
+		log.Warn("explicit proxy: refused", "reason", why)
+		writeAPIError(w, http.StatusForbidden, "promptrail_not_a_target", "promptrail: "+why)
+		return
+	}
+	hj, ok := w.(http.Hijacker)
+	if !ok {
+		writeAPIError(w, http.StatusHTTPVersionNotSupported, "promptrail_bad_request", "promptrail: CONNECT needs HTTP/1.1")
+		return
+	}
+	c, brw, err := hj.Hijack()
+	if err != nil {
+		log.Warn("explicit proxy: hijack failed", "err", err)
+		return
+	}
+	if brw.Reader.Buffered() > 0 {
+		// A client that sent its hello before our 200 would have those
+		// bytes stuck in the server's buffer; refuse rather than lose them.
+		log.Warn("explicit proxy: refused a client that did not wait for the CONNECT answer")
+		c.Close()
+		return
+	}
+	if _, err := c.Write([]byte("HTTP/1.1 200 Connection established\r\n\r\n")); err != nil {
+		c.Close()
+		return
+	}
+	log.Info("explicit proxy: connection decrypted")
+	s.decrypt.serve(c, &connInfo{mode: "explicit", client: client, sni: name})
+}

@@ -123,3 +123,42 @@ func TestHostileHellos(t *testing.T) {
 		}
 	})
 }
+
+// TestExplicitProxyIsNotAnOpenProxy: the HTTPS_PROXY listener tunnels
+// nothing and forwards nothing but CONNECT to a target, which it decrypts.
+func TestExplicitProxyIsNotAnOpenProxy(t *testing.T) {
+	f := newDecryptFixture(t, nil)
+	fake := f.fake.HTTP.Listener.Addr().String()
+	for _, tt := range []struct{ name, req string }{
+		{"CONNECT elsewhere", "CONNECT " + fake + " HTTP/1.1\r\nHost: " + fake + "\r\n\r\n"},
+		{"CONNECT another name", "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n"},
+		{"CONNECT to a target's port 22", "CONNECT api.openai.com.evil:22 HTTP/1.1\r\nHost: api.openai.com.evil:22\r\n\r\n"},
+		{"plain HTTP to anywhere", "GET http://" + fake + "/v1/models HTTP/1.1\r\nHost: " + fake + "\r\n\r\n"},
+		{"plain HTTP to the API", "POST http://api.openai.com/v1/chat/completions HTTP/1.1\r\nHost: api.openai.com\r\nContent-Length: 2\r\n\r\n{}"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			before := len(f.fake.Server.Requests())
+			c, err := net.Dial("tcp", f.explicitAddr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			io.WriteString(c, tt.req)
+			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusForbidden {
+				t.Fatalf("status %d, want 403", resp.StatusCode)
+			}
+			host := strings.Fields(tt.req)[1]
+			f.sink.wait(t, tt.name, func(r *audit.Record) bool {
+				return r.Connection.Mode == "explicit" && r.Decision.Action == "refuse" && strings.Contains(r.Decision.Message, host)
+			})
+			if len(f.fake.Server.Requests()) != before {
+				t.Error("a refused proxy request reached the upstream")
+			}
+		})
+	}
+}

@@ -271,7 +271,7 @@ func (s *Server) handle(ctx context.Context, c *net.TCPConn) {
 	if err != nil {
 		attrs = append(attrs, "err", err)
 	}
-	log.Info("connection spliced", attrs...)
+	log.Info("connection", append(attrs, "action", "splice")...)
 }
 
 type action int

@@ -118,7 +118,7 @@ func TestSpliceIsByteExact(t *testing.T) {
 			t.Fatalf("got %d bytes (err %v), want the %d bytes sent back", len(got), err, len(msg))
 		}
 	}
-	waitFor(t, func() bool { return strings.Count(logs.String(), `msg="connection spliced"`) == 2 })
+	waitFor(t, func() bool { return strings.Count(logs.String(), "msg=connection ") == 2 })
 	if !strings.Contains(logs.String(), "bytes_sent=4194304 bytes_received=4194304") || !strings.Contains(logs.String(), "comm=client") {
 		t.Errorf("log lacks the origin or byte counts:\n%s", logs)
 	}

@@ -41,6 +41,7 @@ type agentFlags struct {
 	maxBody                                              *int
 	maxRequestBody                                       *int64
 	targets, cidrs, listen                               *settings.List
+	otherSNI, noSNI                                      *settings.List
 	captureDNS                                           *bool
 	heartbeat, upstreamIdle                              *durationFlag
 	log                                                  logFlags
@@ -56,6 +57,8 @@ func addAgentFlags(fs *flag.FlagSet, dataDir string, failMode intercept.FailMode
 		mark:       fs.String("socket-mark", fmt.Sprintf("%#x", intercept.DefaultMark), "SO_MARK of the agent's own sockets, which are never redirected; pick bits your CNI leaves alone"),
 		targets:    settings.NewList(agent.DefaultTarget),
 		cidrs:      settings.NewList(),
+		otherSNI:   settings.NewList(),
+		noSNI:      settings.NewList(),
 		listen:     settings.NewList("127.0.0.1:15001", "[::1]:15001"),
 		captureDNS: fs.Bool("capture-dns", true, "learn target addresses from DNS answers that workloads receive"),
 		heartbeat:  &durationFlag{},
@@ -91,6 +94,8 @@ func addAgentFlags(fs *flag.FlagSet, dataDir string, failMode intercept.FailMode
 	fs.Var(f.maskBlock, "mask-block-rule", "`rule-id` whose findings block the request (403) instead of masking it, repeatable")
 	fs.Var(f.upstreamIdle, "upstream-idle-timeout", "cancel a response (a stalled stream) after this `long` without a byte (default 5m)")
 	fs.Var(f.targets, "target", "`host[:port]` to intercept, repeatable or comma-separated; a name or an IP (port 443 if absent)")
+	fs.Var(f.otherSNI, "other-sni", "what happens to a connection to a target address whose TLS server name is not a target:\n`splice|refuse`, or TARGET=splice|refuse for a target host, IP or CIDR; repeatable; recorded either way (default "+agent.DefaultOtherSNI+")")
+	fs.Var(f.noSNI, "no-sni", "the same as --other-sni (`splice|refuse`, TARGET=...) for a connection without a server name, or not TLS (default "+agent.DefaultNoSNI+")")
 	fs.Var(f.cidrs, "target-cidr", "`prefix` whose addresses are targets on the target ports, repeatable")
 	fs.Var(f.listen, "proxy-listen", "`ip:port` the proxy listens on, repeatable: loopback serves the host's network namespace,\nthe first non-loopback address of a family serves pods (the node IP in a DaemonSet)")
 	fs.Var(f.heartbeat, "heartbeat-timeout", "fail-closed: refuse connects to targets when the agent is silent this `long` (default 5s)")
@@ -110,6 +115,8 @@ func (f agentFlags) agentConfig() (agent.Config, error) {
 		DataDir:          *f.dataDir,
 		Targets:          f.targets.Values(),
 		TargetCIDRs:      f.cidrs.Values(),
+		OtherSNI:         f.otherSNI.Values(),
+		NoSNI:            f.noSNI.Values(),
 		CgroupRoot:       *f.cgroupRoot,
 		ProxyListen:      f.listen.Values(),
 		FailMode:         intercept.FailMode(*f.failMode),
