@@ -63,10 +63,10 @@ func (m *memSink) wait(t testing.TB, what string, match func(*audit.Record) bool
 type decryptFixture struct {
 	proxyAddr    string
 	explicitAddr string // the same server's HTTPS_PROXY listener
-	clientCAs *x509.CertPool
-	fake      *fakeopenai.TLSServer
-	sink      *memSink
-	logs      *syncBuffer
+	clientCAs    *x509.CertPool
+	fake         *fakeopenai.TLSServer
+	sink         *memSink
+	logs         *syncBuffer
 }
 
 func newDecryptFixture(t testing.TB, mutate func(*DecryptConfig, *Config)) *decryptFixture {
