@@ -43,6 +43,9 @@ type Config struct {
 	// "TARGET=splice|refuse" (TARGET a host name, IP or CIDR). Either way
 	// it is recorded. Defaults: DefaultOtherSNI, DefaultNoSNI.
 	OtherSNI, NoSNI []string
+	// HelloTimeout bounds the wait for a connection's whole ClientHello;
+	// one that takes longer is refused and recorded. Zero: 10s.
+	HelloTimeout time.Duration
 	// TargetCIDRs are prefixes whose addresses are targets on the ports of
 	// Targets.
 	TargetCIDRs []string
@@ -153,7 +156,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	var origins lateOrigins
 	srv, err := proxy.New(proxy.Config{Listeners: lns, Origins: &origins, Mark: orDefault(cfg.Mark, intercept.DefaultMark), Logger: log,
-		Decrypt: decrypt, DecryptName: plan.isHost, Undecrypted: plan.undecrypted.splice})
+		Decrypt: decrypt, DecryptName: plan.isHost, Undecrypted: plan.undecrypted.splice, HelloTimeout: cfg.HelloTimeout})
 	if err != nil {
 		closeAll(lns)
 		return err

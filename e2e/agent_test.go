@@ -34,6 +34,7 @@ var (
 func TestMain(m *testing.M) {
 	kerneltest.HelperMain()
 	goClientMain()
+	hostileClientMain()
 	code := m.Run()
 	if binDir != "" {
 		os.RemoveAll(binDir)

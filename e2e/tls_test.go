@@ -22,6 +22,7 @@ const reply = "Hello through promptrail, streamed in pieces."
 // for the agent and the clients alike, to a fake upstream on 127.0.1.5.
 type tlsNode struct {
 	*node
+	addrs     tlsAddrs
 	fake      *fakeopenai.TLSServer
 	agentP    *agentProc
 	collector *collectorProc
@@ -30,18 +31,29 @@ type tlsNode struct {
 	withHost  func(...string) []string
 }
 
+// tlsAddrs are where a tlsNode's fake upstream and agent listen: tests
+// that may run beside others on the machine take addresses of their own.
+type tlsAddrs struct {
+	fake            string // the fake upstream's IP; api.openai.com resolves to it
+	proxy, explicit string // the agent's listeners
+}
+
 func newTLSNode(t *testing.T) *tlsNode {
+	return newTLSNodeAt(t, tlsAddrs{fake: "127.0.1.5", proxy: "127.0.0.1:15110", explicit: "127.0.0.1:15111"})
+}
+
+func newTLSNodeAt(t *testing.T, addrs tlsAddrs, agentFlags ...string) *tlsNode {
 	t.Helper()
-	n := &tlsNode{node: newNode(t)}
-	n.fake = fakeopenai.NewTLSServer(t, fakeopenai.Config{Reply: reply}, "127.0.1.5:443")
+	n := &tlsNode{node: newNode(t), addrs: addrs}
+	n.fake = fakeopenai.NewTLSServer(t, fakeopenai.Config{Reply: reply}, addrs.fake+":443")
 	dir := t.TempDir()
 	n.fakeCA = filepath.Join(dir, "upstream-ca.pem")
 	os.WriteFile(n.fakeCA, n.fake.CAPEM, 0o644)
 	hosts := filepath.Join(dir, "hosts")
-	os.WriteFile(hosts, []byte("127.0.0.1 localhost\n127.0.1.5 api.openai.com\n"), 0o644)
+	os.WriteFile(hosts, []byte("127.0.0.1 localhost\n"+addrs.fake+" api.openai.com\n"), 0o644)
 	n.withHost = privateHosts(hosts)
 	n.collector = startCollector(t, n.node.agent)
-	n.agentP = n.startAgent(t)
+	n.agentP = n.startAgent(t, agentFlags...)
 	n.agentCA = filepath.Join(n.dataDir, "ca.crt")
 	return n
 }
@@ -51,8 +63,8 @@ func newTLSNode(t *testing.T) *tlsNode {
 func (n *tlsNode) startAgent(t *testing.T, extra ...string) *agentProc {
 	t.Helper()
 	args := append(n.agentArgs("--fail-mode", "fail-open", "--capture-dns=false",
-		"--target", "api.openai.com:443", "--target-cidr", "127.0.1.5/32", "--upstream-ca", n.fakeCA,
-		"--proxy-listen", "127.0.0.1:15110", "--explicit-proxy-listen", "127.0.0.1:15111"), n.collector.agentArgs()...)
+		"--target", "api.openai.com:443", "--target-cidr", n.addrs.fake+"/32", "--upstream-ca", n.fakeCA,
+		"--proxy-listen", n.addrs.proxy, "--explicit-proxy-listen", n.addrs.explicit), n.collector.agentArgs()...)
 	return startAgentWrapped(t, n.node.agent, n.withHost, append(args, extra...)...)
 }
 

@@ -2,84 +2,22 @@ package proxy
 
 import (
 	"bytes"
-	"crypto/tls"
 	"errors"
-	"fmt"
-	"net"
 	"os"
-	"strings"
 	"testing"
-	"time"
+
+	"github.com/promptrail/promptrail/internal/hellotest"
 )
 
-// recordHello captures the bytes a real crypto/tls client sends first.
-func recordHello(t testing.TB, serverName string, alpn []string) []byte {
-	t.Helper()
-	c, s := net.Pipe()
-	go func() {
-		cl := tls.Client(c, &tls.Config{ServerName: serverName, NextProtos: alpn, InsecureSkipVerify: true})
-		cl.SetDeadline(time.Now().Add(2 * time.Second))
-		cl.Handshake()
-		c.Close()
-	}()
-	// Go writes a hello that spans records one record at a time: read
-	// until the client has nothing more to say.
-	var out []byte
-	buf := make([]byte, 64<<10)
-	s.SetReadDeadline(time.Now().Add(2 * time.Second))
-	for {
-		n, err := s.Read(buf)
-		out = append(out, buf[:n]...)
-		if err != nil {
-			break
-		}
-		s.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
-	}
-	s.Close()
-	return out
+func recordHello(_ testing.TB, serverName string, alpn []string) []byte {
+	return hellotest.Record(serverName, alpn)
 }
 
-// recordsOf re-frames a hello's handshake message into records of at
-// most n bytes, as a client may legally send it.
-func recordsOf(t testing.TB, hello []byte, n int) []byte {
-	t.Helper()
-	var msg []byte
-	for b := hello; len(b) >= recordHeaderLen; {
-		l := int(b[3])<<8 | int(b[4])
-		msg = append(msg, b[recordHeaderLen:recordHeaderLen+l]...)
-		b = b[recordHeaderLen+l:]
-	}
-	var out []byte
-	for len(msg) > 0 {
-		k := min(n, len(msg))
-		out = append(out, recordTypeHandshake, 3, 1, byte(k>>8), byte(k))
-		out = append(out, msg[:k]...)
-		msg = msg[k:]
-	}
-	return out
-}
+func recordsOf(_ testing.TB, hello []byte, n int) []byte { return hellotest.Reframe(hello, n) }
 
-// withTrailingDot turns the 'X' that ends a recorded name into a dot,
-// which Go's client would never send but other stacks do.
-func withTrailingDot(t testing.TB, hello []byte, nameX string) []byte {
-	t.Helper()
-	i := bytes.Index(hello, []byte(nameX))
-	if i < 0 {
-		t.Fatalf("name %q not in the hello", nameX)
-	}
-	out := bytes.Clone(hello)
-	out[i+len(nameX)-1] = '.'
-	return out
-}
+func trailingDot(host string, alpn []string) []byte { return hellotest.TrailingDot(host, alpn) }
 
-// longALPN makes a hello of about 27 KB, larger than one TLS record.
-func longALPN() []string {
-	var out []string
-	for i := 0; i < 120; i++ {
-		out = append(out, fmt.Sprintf("proto-%03d-%s", i, strings.Repeat("x", 200)))
-	}
-	return out
-}
+func longALPN() []string { return hellotest.LongALPN() }
 
 func TestReadClientHello(t *testing.T) {
 	hello := recordHello(t, "api.openai.com", []string{"h2", "http/1.1"})
@@ -101,7 +39,7 @@ func TestReadClientHello(t *testing.T) {
 		{"hello over several records", recordsOf(t, hello, 7), "api.openai.com", "api.openai.com", 2, false, false},
 		{"hello over many 1-byte records", recordsOf(t, hello, 1), "api.openai.com", "api.openai.com", 2, false, false},
 		{"hello larger than a record", big, "api.openai.com", "api.openai.com", 120, false, false},
-		{"trailing dot", withTrailingDot(t, recordHello(t, "api.openai.comX", nil), "api.openai.comX"), "api.openai.com", "api.openai.com.", 0, false, false},
+		{"trailing dot", trailingDot("api.openai.com", nil), "api.openai.com", "api.openai.com.", 0, false, false},
 		{"upper case", recordHello(t, "API.OpenAI.COM", nil), "api.openai.com", "API.OpenAI.COM", 0, false, false},
 		{"plain HTTP", []byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"), "", "", 0, true, true},
 		{"one byte, not TLS", []byte("G"), "", "", 0, true, true},
@@ -142,7 +80,7 @@ func TestStdlibAccepts(t *testing.T) {
 	if err := stdlibAccepts(recordHello(t, "api.openai.com", []string{"h2"})); err != nil {
 		t.Errorf("a Go client's hello: %v", err)
 	}
-	dot := withTrailingDot(t, recordHello(t, "api.openai.comX", nil), "api.openai.comX")
+	dot := trailingDot("api.openai.com", nil)
 	if err := stdlibAccepts(dot); err == nil {
 		t.Error("crypto/tls accepts a trailing-dot name: the refusal path is dead code")
 	}

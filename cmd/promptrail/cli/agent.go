@@ -43,7 +43,7 @@ type agentFlags struct {
 	targets, cidrs, listen                               *settings.List
 	otherSNI, noSNI                                      *settings.List
 	captureDNS                                           *bool
-	heartbeat, upstreamIdle                              *durationFlag
+	heartbeat, upstreamIdle, helloTimeout                *durationFlag
 	log                                                  logFlags
 }
 
@@ -72,6 +72,7 @@ func addAgentFlags(fs *flag.FlagSet, dataDir string, failMode intercept.FailMode
 		maxBody:        fs.Int("max-body", 1<<20, "`bytes` of each request and response body kept in a record; longer ones are flagged truncated"),
 		maxRequestBody: fs.Int64("max-request-body", 32<<20, "largest request body forwarded, in `bytes`; larger requests get 413"),
 		upstreamIdle:   &durationFlag{},
+		helloTimeout:   &durationFlag{},
 		resolvConf:     fs.String("resolv-conf", "/etc/resolv.conf", "resolver configuration `file` whose nameservers resolve target names"),
 		noMask:         fs.Bool("no-mask", false, "do not mask secrets: prompts and responses pass as sent (not recommended)"),
 		maskRules:      fs.String("mask-rules", "", "YAML `file` of custom masking rules, allowlist, rules to disable or block (see README)"),
@@ -96,6 +97,7 @@ func addAgentFlags(fs *flag.FlagSet, dataDir string, failMode intercept.FailMode
 	fs.Var(f.targets, "target", "`host[:port]` to intercept, repeatable or comma-separated; a name or an IP (port 443 if absent)")
 	fs.Var(f.otherSNI, "other-sni", "what happens to a connection to a target address whose TLS server name is not a target:\n`splice|refuse`, or TARGET=splice|refuse for a target host, IP or CIDR; repeatable; recorded either way (default "+agent.DefaultOtherSNI+")")
 	fs.Var(f.noSNI, "no-sni", "the same as --other-sni (`splice|refuse`, TARGET=...) for a connection without a server name, or not TLS (default "+agent.DefaultNoSNI+")")
+	fs.Var(f.helloTimeout, "hello-timeout", "refuse (and record) a connection whose TLS ClientHello is not complete after this `long` (default 10s)")
 	fs.Var(f.cidrs, "target-cidr", "`prefix` whose addresses are targets on the target ports, repeatable")
 	fs.Var(f.listen, "proxy-listen", "`ip:port` the proxy listens on, repeatable: loopback serves the host's network namespace,\nthe first non-loopback address of a family serves pods (the node IP in a DaemonSet)")
 	fs.Var(f.heartbeat, "heartbeat-timeout", "fail-closed: refuse connects to targets when the agent is silent this `long` (default 5s)")
@@ -117,6 +119,7 @@ func (f agentFlags) agentConfig() (agent.Config, error) {
 		TargetCIDRs:      f.cidrs.Values(),
 		OtherSNI:         f.otherSNI.Values(),
 		NoSNI:            f.noSNI.Values(),
+		HelloTimeout:     f.helloTimeout.d,
 		CgroupRoot:       *f.cgroupRoot,
 		ProxyListen:      f.listen.Values(),
 		FailMode:         intercept.FailMode(*f.failMode),
