@@ -61,7 +61,7 @@ func rotateHint(cfg Config) string {
 		return fmt.Sprintf("issue a CA for every target name (`promptrail ca --init --data-dir DIR --target …` makes one in DIR), "+
 			"add it to the clients' trust beside the current one, then point --ca-cert and --ca-key at it (README: CA rotation); now %s", cfg.CACert)
 	}
-	return fmt.Sprintf("rotate it: `promptrail ca --data-dir %s --rotate prepare` with the agent's --target flags, give clients the bundle that "+
+	return fmt.Sprintf("rotate it: `promptrail ca --data-dir %s --rotate prepare` with the agent's --target flags (or its --config), give clients the bundle that "+
 		"`promptrail ca` then prints, run `promptrail ca --data-dir %[1]s --rotate activate` and restart the agent, and `--rotate retire` "+
 		"once no client needs the old CA (README: CA rotation)", cfg.DataDir)
 }

@@ -40,6 +40,7 @@ const caHowTo = `Make clients trust it (save the PEM above as promptrail-ca.crt)
 
 func runCA(ctx context.Context, args []string) error {
 	fs := newFlagSet("ca", caSummary)
+	fs.String("config", "", "the agent's YAML settings `file`: its data-dir, ca-cert, target and ca-unconstrained apply, the rest is skipped")
 	dataDir := fs.String("data-dir", "/var/lib/promptrail", "the agent's data `directory`, where the node CA lives")
 	caCert := fs.String("ca-cert", "", "print this CA certificate `file` instead (what the agent's --ca-cert names)")
 	quiet := fs.Bool("quiet", false, "print only the PEM, not how to trust it")
@@ -48,7 +49,7 @@ func runCA(ctx context.Context, args []string) error {
 	targets := settings.NewList(agent.DefaultTarget)
 	fs.Var(targets, "target", "`host[:port]` the agent intercepts, repeatable: a CA made by --init or --rotate prepare may sign these names only")
 	unconstrained := fs.Bool("ca-unconstrained", false, "make --init and --rotate prepare create a CA without name constraints (for clients that reject them; a stolen key then signs for any site)")
-	if err := settings.Parse(fs, args, ""); err != nil {
+	if err := settings.ParseShared(fs, args, "config"); err != nil {
 		return err
 	}
 	if *caCert != "" {

@@ -122,3 +122,23 @@ func TestCAInitUnconstrained(t *testing.T) {
 		t.Errorf("ca.key: %v %v, want mode 0600", fi, err)
 	}
 }
+
+func TestCAReadsTheAgentsConfig(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(t.TempDir(), "agent.yaml")
+	os.WriteFile(cfg, []byte("data-dir: "+dir+"\ntarget:\n  - api.openai.com:443\n  - api.mistral.ai\nfail-mode: fail-closed\nlog-format: json\n"), 0o600)
+	stdout, _ := captureSplit(t)
+	if err := Run(context.Background(), []string{"ca", "--config", cfg, "--init"}); err != nil {
+		t.Fatal(err)
+	}
+	got := certs(t, stdout.Bytes())
+	if len(got) != 1 {
+		t.Fatalf("printed %d certificates, want 1", len(got))
+	}
+	if !slices.Equal(got[0].PermittedDNSDomains, []string{"api.openai.com", "api.mistral.ai"}) {
+		t.Fatalf("CA from the agent's config permits %q, want its targets", got[0].PermittedDNSDomains)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "ca.key")); err != nil {
+		t.Fatalf("the CA is not in the config's data-dir: %v", err)
+	}
+}
