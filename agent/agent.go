@@ -23,7 +23,6 @@ import (
 	"github.com/promptrail/promptrail/agent/proxy"
 	"github.com/promptrail/promptrail/agent/recorder"
 	"github.com/promptrail/promptrail/agent/targets"
-	"github.com/promptrail/promptrail/agent/tlsca"
 )
 
 // DefaultTarget is what the agent intercepts when nothing else is said.
@@ -69,8 +68,13 @@ type Config struct {
 	// names. Empty: /etc/resolv.conf.
 	DNSResolvConf string
 	// CACert and CAKey are the CA that signs the certificates clients see.
-	// Empty: a node CA created in DataDir on first start.
+	// Empty: a node CA created in DataDir on first start, name-constrained
+	// to the host names of Targets.
 	CACert, CAKey string
+	// CAUnconstrained creates the node CA without name constraints (for
+	// clients that reject them; a stolen key then signs for any site), and
+	// silences the warning about a CA that has none.
+	CAUnconstrained bool
 	// UpstreamCA is a PEM file of CAs trusted upstream besides the system's.
 	UpstreamCA string
 	// ExplicitProxyListen is an ip:port for HTTPS_PROXY clients. Empty: off.
@@ -190,17 +194,9 @@ func Run(ctx context.Context, cfg Config) error {
 
 // decryption builds the TLS-terminating path: CA, recorder, upstream.
 func decryption(cfg Config, node string, pipe *pipeline, log *slog.Logger) (*proxy.DecryptConfig, error) {
-	var (
-		ca  *tlsca.CA
-		err error
-	)
-	if cfg.CACert != "" || cfg.CAKey != "" {
-		ca, err = tlsca.Load(cfg.CACert, cfg.CAKey)
-	} else {
-		ca, err = tlsca.LoadOrCreate(cfg.DataDir)
-	}
+	ca, err := nodeCA(cfg, log)
 	if err != nil {
-		return nil, fmt.Errorf("agent: %w", err)
+		return nil, err
 	}
 	up, err := proxy.NewUpstreamTransport(proxy.UpstreamConfig{ExtraCAs: cfg.UpstreamCA, Mark: orDefault(cfg.Mark, intercept.DefaultMark)})
 	if err != nil {

@@ -79,7 +79,7 @@ func newDecryptFixture(t testing.TB, mutate func(*DecryptConfig, *Config)) *decr
 	if err != nil {
 		t.Fatal(err)
 	}
-	ca, err := tlsca.LoadOrCreate(t.TempDir())
+	ca, err := tlsca.LoadOrCreate(t.TempDir(), tlsca.Constraints{Names: []string{"api.openai.com"}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,10 +6,6 @@ import (
 	"testing"
 )
 
-func pemCert(der []byte) []byte {
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
-}
-
 func pemKey(t *testing.T, key any) []byte {
 	der, err := x509.MarshalPKCS8PrivateKey(key)
 	if err != nil {

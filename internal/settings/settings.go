@@ -27,6 +27,17 @@ func EnvName(flagName string) string {
 // the flag configFlag (if fs has it and it is set). Unknown keys in the
 // file are errors, so that a typo does not silently leave a default.
 func Parse(fs *flag.FlagSet, args []string, configFlag string) error {
+	return parse(fs, args, configFlag, true)
+}
+
+// ParseShared is Parse for a command that reads the config file of
+// another (`promptrail ca` reads the agent's, for its targets and data
+// directory): keys of the file that fs lacks are skipped.
+func ParseShared(fs *flag.FlagSet, args []string, configFlag string) error {
+	return parse(fs, args, configFlag, false)
+}
+
+func parse(fs *flag.FlagSet, args []string, configFlag string, strict bool) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -51,10 +62,10 @@ func Parse(fs *flag.FlagSet, args []string, configFlag string) error {
 	if cf == nil || cf.Value.String() == "" {
 		return nil
 	}
-	return applyFile(fs, cf.Value.String(), set)
+	return applyFile(fs, cf.Value.String(), set, strict)
 }
 
-func applyFile(fs *flag.FlagSet, path string, set map[string]bool) error {
+func applyFile(fs *flag.FlagSet, path string, set map[string]bool, strict bool) error {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return fmt.Errorf("reading config file: %w", err)
@@ -69,6 +80,9 @@ func applyFile(fs *flag.FlagSet, path string, set map[string]bool) error {
 	}
 	sort.Strings(keys)
 	for _, k := range keys {
+		if fs.Lookup(k) == nil && !strict {
+			continue
+		}
 		if fs.Lookup(k) == nil {
 			return fmt.Errorf("config file %s: unknown setting %q (settings are the flag names of `%s --help`)", path, k, fs.Name())
 		}

@@ -78,3 +78,19 @@ func TestBadInputIsAnError(t *testing.T) {
 		t.Error("a bad boolean in the environment was accepted")
 	}
 }
+
+func TestParseSharedSkipsTheOtherCommandsSettings(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "agent.yaml")
+	os.WriteFile(file, []byte("data-dir: /from/file\ntarget: [a.example]\nfail-mode: fail-closed\n"), 0o600)
+	fs, dir, targets, _, _ := newFS()
+	if err := ParseShared(fs, []string{"--config", file}, "config"); err != nil {
+		t.Fatal(err)
+	}
+	if *dir != "/from/file" || !reflect.DeepEqual(targets.Values(), []string{"a.example"}) {
+		t.Errorf("got data-dir %q targets %q, want the file's", *dir, targets.Values())
+	}
+	fs, _, _, _, _ = newFS()
+	if err := Parse(fs, []string{"--config", file}, "config"); err == nil {
+		t.Error("Parse accepted a setting the command does not have")
+	}
+}

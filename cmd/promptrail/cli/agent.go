@@ -29,6 +29,7 @@ pinned programs.`
 type agentFlags struct {
 	config, dataDir, cgroupRoot, failMode, pinPath, mark *string
 	caCert, caKey, upstreamCA, explicitListen, node      *string
+	caUnconstrained                                      *bool
 	maskRules, resolvConf                                *string
 	collector, tokenFile, spoolFull, metricsListen       *string
 	trustDomain                                          *string
@@ -64,8 +65,10 @@ func addAgentFlags(fs *flag.FlagSet, dataDir string, failMode intercept.FailMode
 		heartbeat:  &durationFlag{},
 		log:        addLogFlags(fs),
 
-		caCert:         fs.String("ca-cert", "", "PEM `file` of the CA that signs the certificates clients see (with --ca-key), e.g. one CA for the cluster (default: a node CA created in --data-dir)"),
-		caKey:          fs.String("ca-key", "", "PEM `file` of the private key of --ca-cert"),
+		caCert: fs.String("ca-cert", "", "PEM `file` of the CA that signs the certificates clients see (with --ca-key), e.g. one CA for the cluster (default: a node CA created in --data-dir)"),
+		caKey:  fs.String("ca-key", "", "PEM `file` of the private key of --ca-cert"),
+		caUnconstrained: fs.Bool("ca-unconstrained", false, "create the node CA without name constraints, for clients that reject them "+
+			"(a stolen CA key then signs for any site), and do not warn about a CA without them"),
 		upstreamCA:     fs.String("upstream-ca", "", "PEM `file` of CAs to trust upstream besides the system roots (a corporate egress proxy's)"),
 		explicitListen: fs.String("explicit-proxy-listen", "", "`ip:port` of an HTTPS_PROXY-style proxy for hosts where eBPF cannot be used (default: off)"),
 		node:           fs.String("node-name", "", "name of this node in records (default: the host name; set from the downward API in a DaemonSet)"),
@@ -131,6 +134,7 @@ func (f agentFlags) agentConfig() (agent.Config, error) {
 
 		CACert:              *f.caCert,
 		CAKey:               *f.caKey,
+		CAUnconstrained:     *f.caUnconstrained,
 		UpstreamCA:          *f.upstreamCA,
 		ExplicitProxyListen: *f.explicitListen,
 		Node:                *f.node,

@@ -17,6 +17,7 @@ import (
 	"github.com/promptrail/promptrail/collector/client"
 	"github.com/promptrail/promptrail/collector/store"
 	"github.com/promptrail/promptrail/internal/settings"
+	"github.com/promptrail/promptrail/internal/termsafe"
 )
 
 // defaultReaderTokenFile is where `promptrail run` leaves a reader token,
@@ -171,7 +172,7 @@ func followRecords(ctx context.Context, c *client.Client, f store.Filter, printe
 			if ctx.Err() != nil {
 				return nil
 			}
-			fmt.Fprintln(Stderr, "promptrail query --follow:", err)
+			fmt.Fprintln(Stderr, "promptrail query --follow:", termsafe.String(err.Error()))
 			continue
 		}
 		var fresh []audit.Record
@@ -213,9 +214,8 @@ func (p *recordPrinter) print(recs []audit.Record) error {
 		p.buf = append(p.buf, recs...)
 		return nil
 	case p.jsonl:
-		enc := json.NewEncoder(p.w)
 		for i := range recs {
-			if err := enc.Encode(&recs[i]); err != nil {
+			if err := writeJSON(p.w, &recs[i], false); err != nil {
 				return err
 			}
 		}
@@ -227,10 +227,35 @@ func (p *recordPrinter) print(recs []audit.Record) error {
 	}
 	for i := range recs {
 		r := &recs[i]
-		fmt.Fprintf(p.tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Start.Local().Format("2006-01-02 15:04:05"), r.ID,
-			dash(workloadName(r.Workload)), dash(r.Request.Model), r.Decision.Action, status(r), dash(findings(r.Findings)), oneLine(prompt(r), 60))
+		row := []string{r.Start.Local().Format("2006-01-02 15:04:05"), r.ID, dash(workloadName(r.Workload)), dash(r.Request.Model),
+			string(r.Decision.Action), status(r), dash(findings(r.Findings)), oneLine(prompt(r), 60)}
+		// Every field comes from a workload or an agent: escaped, so that
+		// none can move the cursor, hide or forge a row (tabs included,
+		// which would shift the columns).
+		for j := range row {
+			row[j] = termsafe.String(row[j])
+		}
+		fmt.Fprintln(p.tw, strings.Join(row, "\t"))
 	}
 	return nil
+}
+
+// writeJSON writes v as a line of JSON (indented if indent), with the
+// characters that a terminal may act on escaped (termsafe.JSON): the same
+// JSON, safe to print and to cat from a file later.
+func writeJSON(w io.Writer, v any, indent bool) error {
+	var b []byte
+	var err error
+	if indent {
+		b, err = json.MarshalIndent(v, "", "  ")
+	} else {
+		b, err = json.Marshal(v)
+	}
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(append(termsafe.JSON(b), '\n'))
+	return err
 }
 
 func (p *recordPrinter) flush() error {
@@ -238,9 +263,7 @@ func (p *recordPrinter) flush() error {
 		if p.buf == nil {
 			p.buf = []audit.Record{}
 		}
-		enc := json.NewEncoder(p.w)
-		enc.SetIndent("", "  ")
-		err := enc.Encode(p.buf)
+		err := writeJSON(p.w, p.buf, true)
 		p.buf = nil
 		return err
 	}
@@ -338,12 +361,11 @@ func runExport(ctx context.Context, args []string) error {
 		defer file.Close()
 		w = file
 	}
-	enc := json.NewEncoder(w)
 	f.Limit = 1000
 	n := 0
 	err = c.EachPage(ctx, f, func(page []audit.Record) (bool, error) {
 		for i := range page {
-			if err := enc.Encode(&page[i]); err != nil {
+			if err := writeJSON(w, &page[i], false); err != nil {
 				return false, fmt.Errorf("writing the export: %w", err)
 			}
 		}
@@ -388,9 +410,7 @@ func runVerify(ctx context.Context, args []string) error {
 		return err
 	}
 	if *asJSON {
-		enc := json.NewEncoder(Stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(rep); err != nil {
+		if err := writeJSON(Stdout, rep, true); err != nil {
 			return err
 		}
 	} else {
@@ -404,13 +424,14 @@ func runVerify(ctx context.Context, args []string) error {
 
 func printReport(rep store.Report) {
 	fmt.Fprintf(Stdout, "records: %d, log leaves: %d (expired by retention: %d), tree size %d, root %s\n",
-		rep.Records, rep.Leaves, rep.Expired, rep.TreeSize, rep.Root)
+		rep.Records, rep.Leaves, rep.Expired, rep.TreeSize, termsafe.String(rep.Root))
 	for _, p := range rep.Problems {
 		where := p.ID
 		if p.Agent != "" {
 			where += fmt.Sprintf(" (agent %s, seq %d)", p.Agent, p.Seq)
 		}
-		fmt.Fprintf(Stdout, "FAIL %s: %s: %s\n", p.Kind, where, p.Detail)
+		// A problem names what a (perhaps hostile) agent sent.
+		fmt.Fprintf(Stdout, "FAIL %s: %s: %s\n", termsafe.String(string(p.Kind)), termsafe.String(where), termsafe.String(p.Detail))
 	}
 	if rep.OK {
 		fmt.Fprintln(Stdout, "OK: every record matches its hash, its chain and the signed Merkle log")
@@ -434,7 +455,7 @@ func verifyRecord(ctx context.Context, c *client.Client, id, key string) error {
 	if err != nil {
 		return fmt.Errorf("verify: record %s: %w", id, err)
 	}
-	fmt.Fprintf(Stdout, "OK: record %s is leaf %d of the log %q of size %d signed by %s\n", id, rp.Proof.LeafIndex, cp.Origin, cp.Size, keyName(key))
+	fmt.Fprintf(Stdout, "OK: record %s is leaf %d of the log %q of size %d signed by %s\n", termsafe.String(id), rp.Proof.LeafIndex, cp.Origin, cp.Size, termsafe.String(keyName(key)))
 	return nil
 }
 

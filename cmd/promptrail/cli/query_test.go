@@ -61,6 +61,13 @@ func newCollectorFixture(t *testing.T) *collectorFixture {
 // add stores n records of a pod in namespace ns, the newest now.
 func (f *collectorFixture) add(t *testing.T, n int, ns, prompt string) {
 	t.Helper()
+	f.addEdited(t, n, ns, prompt, nil)
+}
+
+// addEdited is add with each record changed by edit (if not nil) before
+// it is sealed.
+func (f *collectorFixture) addEdited(t *testing.T, n int, ns, prompt string, edit func(*audit.Record)) {
+	t.Helper()
 	const agent = "node-1"
 	var recs []audit.Record
 	for i := range n {
@@ -70,6 +77,9 @@ func (f *collectorFixture) add(t *testing.T, n int, ns, prompt string) {
 			Request: audit.Request{Method: "POST", Path: "/v1/chat/completions", Model: "gpt-4o",
 				Messages: []openai.Message{{Role: "user", Content: fmt.Sprintf("%s %d", prompt, i)}}},
 			Response: &audit.Response{Status: 200}, Decision: audit.Decision{Action: "allow"}}
+		if edit != nil {
+			edit(&r)
+		}
 		f.seq[agent]++
 		if err := r.Seal(f.seq[agent], f.prev[agent]); err != nil {
 			t.Fatal(err)
