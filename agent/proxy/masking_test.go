@@ -1,0 +1,297 @@
+package proxy
+
+import (
+	"bytes"
+	"compress/flate"
+	"compress/gzip"
+	"compress/zlib"
+	"context"
+	"encoding/json"
+	"io"
+	"mime"
+	"mime/multipart"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/andybalholm/brotli"
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/promptrail/promptrail/agent/intercept"
+	"github.com/promptrail/promptrail/audit"
+	"github.com/promptrail/promptrail/internal/fakeopenai"
+)
+
+// testAWSKey is shaped like an AWS access key id, not one.
+const testAWSKey = "AKIAQYLPMN5HFIQR7BDW"
+
+// encode applies the content codings cs, in order, to b.
+func encode(t *testing.T, b []byte, cs ...string) []byte {
+	t.Helper()
+	for _, c := range cs {
+		var buf bytes.Buffer
+		var w io.WriteCloser
+		switch c {
+		case "gzip":
+			w = gzip.NewWriter(&buf)
+		case "deflate":
+			w = zlib.NewWriter(&buf)
+		case "deflate-raw":
+			w, _ = flate.NewWriter(&buf, flate.BestSpeed)
+		case "br":
+			w = brotli.NewWriter(&buf)
+		case "zstd":
+			w, _ = zstd.NewWriter(&buf)
+		default:
+			t.Fatalf("no encoder for %q", c)
+		}
+		w.Write(b)
+		w.Close()
+		b = buf.Bytes()
+	}
+	return b
+}
+
+// maskFixture is a decrypting proxy that masks with the default rules.
+func maskFixture(t *testing.T, mutate func(*DecryptConfig)) *decryptFixture {
+	t.Helper()
+	return newDecryptFixture(t, func(dc *DecryptConfig, _ *Config) {
+		dc.Masker = testMasker(t)
+		if mutate != nil {
+			mutate(dc)
+		}
+	})
+}
+
+// upstreamRequest returns the request the fake upstream saw whose body or
+// query contains tag.
+func (f *decryptFixture) upstreamRequest(t *testing.T, tag string) fakeopenai.Request {
+	t.Helper()
+	for _, r := range f.fake.Server.Requests() {
+		if strings.Contains(string(r.Body), tag) || strings.Contains(r.RawQuery, tag) {
+			return r
+		}
+	}
+	t.Fatalf("the upstream saw no request tagged %q", tag)
+	return fakeopenai.Request{}
+}
+
+// send sends req through the proxy and returns the status and body.
+func (f *decryptFixture) send(t *testing.T, req *http.Request) (int, http.Header, []byte) {
+	t.Helper()
+	resp, err := f.client(true).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, resp.Header, b
+}
+
+// checkMasked fails if b holds the secret or lacks the rule's marker.
+func checkMasked(t *testing.T, what string, b []byte, secret, rule string) {
+	t.Helper()
+	if bytes.Contains(b, []byte(secret)) || !bytes.Contains(b, []byte("[MASKED:"+rule+":")) {
+		t.Errorf("%s: want %s masked by %s, got %s", what, secret, rule, b)
+	}
+}
+
+func hasFinding(r *audit.Record, where, rule, pathPrefix string) bool {
+	for _, f := range r.Findings {
+		if f.Where == where && f.Rule == rule && strings.HasPrefix(f.Path, pathPrefix) {
+			return true
+		}
+	}
+	return false
+}
+
+func TestCompressedRequestsAreDecodedMaskedAndForwardedDecoded(t *testing.T) {
+	f := maskFixture(t, nil)
+	for _, cs := range [][]string{{"gzip"}, {"deflate"}, {"deflate-raw"}, {"br"}, {"zstd"}, {"gzip", "br"}} {
+		name := strings.Join(cs, "+")
+		t.Run(name, func(t *testing.T) {
+			tag := "tag-" + name
+			body := `{"model":"gpt-4o-mini","messages":[{"role":"user","content":"` + tag + ` key ` + testAWSKey + `"}]}`
+			req := chatRequest(t, false, nil)
+			req.Body = io.NopCloser(bytes.NewReader(encode(t, []byte(body), cs...)))
+			req.ContentLength = -1
+			req.Header.Set("Content-Encoding", strings.ReplaceAll(strings.Join(cs, ", "), "deflate-raw", "deflate"))
+			if status, _, b := f.send(t, req); status != 200 {
+				t.Fatalf("status %d: %s", status, b)
+			}
+			up := f.upstreamRequest(t, tag)
+			checkMasked(t, "upstream body", up.Body, testAWSKey, "aws-access-token")
+			if up.Header.Get("Content-Encoding") != "" {
+				t.Errorf("upstream got Content-Encoding %q with a decoded body", up.Header.Get("Content-Encoding"))
+			}
+			r := f.sink.wait(t, name, func(r *audit.Record) bool { return strings.Contains(r.Request.Body, tag) })
+			checkMasked(t, "record", []byte(r.Request.Body), testAWSKey, "aws-access-token")
+			if !hasFinding(r, "request", "aws-access-token", "$.messages[0].content") {
+				t.Errorf("findings %+v", r.Findings)
+			}
+		})
+	}
+}
+
+func TestUndecodableRequestsAreRefused(t *testing.T) {
+	f := maskFixture(t, func(dc *DecryptConfig) { dc.MaxRequestBody = 1 << 20 })
+	zeros := `{"model":"gpt-4o-mini","messages":[{"role":"user","content":"` + strings.Repeat("0", 64<<20) + `"}]}`
+	for _, tt := range []struct {
+		name, coding string
+		body         []byte
+		status       int
+		code         string
+	}{
+		{"unknown coding", "compress", []byte("whatever " + testAWSKey), 415, "promptrail_unsupported_encoding"},
+		{"not gzip", "gzip", []byte("plain " + testAWSKey), 400, "promptrail_bad_encoding"},
+		{"truncated zstd", "zstd", encode(t, []byte("abc "+testAWSKey), "zstd")[:12], 400, "promptrail_bad_encoding"},
+		{"bomb: 64 MiB in a small gzip", "gzip", encode(t, []byte(zeros), "gzip"), 413, "promptrail_request_too_large"},
+		{"bomb in zstd", "zstd", encode(t, []byte(zeros), "zstd"), 413, "promptrail_request_too_large"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			before := len(f.fake.Server.Requests())
+			req := chatRequest(t, false, map[string]string{"Content-Encoding": tt.coding, "X-Case": tt.name})
+			req.Body = io.NopCloser(bytes.NewReader(tt.body))
+			req.ContentLength = int64(len(tt.body))
+			status, _, b := f.send(t, req)
+			if status != tt.status || !strings.Contains(string(b), tt.code) {
+				t.Fatalf("got %d %s, want %d %s", status, b, tt.status, tt.code)
+			}
+			if len(f.fake.Server.Requests()) != before {
+				t.Fatal("an undecodable request reached the upstream")
+			}
+			r := f.sink.wait(t, tt.name, func(r *audit.Record) bool {
+				return r.Response != nil && r.Response.Status == tt.status && r.Decision.Action == "reject"
+			})
+			if strings.Contains(r.Request.Body, testAWSKey) || r.Error == "" {
+				t.Errorf("record: body %q error %q", r.Request.Body, r.Error)
+			}
+		})
+	}
+}
+
+func TestResponsesInAnyEncodingReachTheClientMasked(t *testing.T) {
+	f := maskFixture(t, nil)
+	for _, coding := range []string{"gzip", "deflate", "deflate-raw", "br", "zstd"} {
+		for _, stream := range []bool{false, true} {
+			name := coding
+			if stream {
+				name += "-stream"
+			}
+			t.Run(name, func(t *testing.T) {
+				reply := "Use " + testToken + " to push " + name + "."
+				req := chatRequest(t, stream, map[string]string{"X-Fake-Content-Encoding": coding, "X-Fake-Reply": reply,
+					"Accept-Encoding": "zstd, br, gzip, deflate", "X-Case": name})
+				status, h, b := f.send(t, req)
+				if status != 200 {
+					t.Fatalf("status %d: %s", status, b)
+				}
+				if h.Get("Content-Encoding") != "" {
+					t.Errorf("client got Content-Encoding %q; the proxy sends what it masked, decoded", h.Get("Content-Encoding"))
+				}
+				checkMasked(t, "client", b, testToken, "github-pat")
+				if !stream && !bytes.Contains(b, []byte("to push "+name+".")) {
+					t.Errorf("the text around the secret is gone: %s", b)
+				}
+				r := f.sink.wait(t, name, func(r *audit.Record) bool {
+					return r.Request.Stream == stream && r.Response != nil && hasFinding(r, "response", "github-pat", "") &&
+						len(r.Response.Choices) > 0 && strings.HasSuffix(r.Response.Choices[0].Content, "to push "+name+".")
+				})
+				raw, _ := json.Marshal(r)
+				if bytes.Contains(raw, []byte(testToken)) {
+					t.Errorf("the record holds the secret")
+				}
+			})
+		}
+	}
+}
+
+func TestQueryStringsKeysAndMultipartAreMasked(t *testing.T) {
+	f := maskFixture(t, nil)
+	t.Run("query string", func(t *testing.T) {
+		req, _ := http.NewRequest("GET", "https://api.openai.com/v1/models?tag=q1&api_key="+testAWSKey+"&"+testToken+"=1", nil)
+		req.Header.Set("Authorization", "Bearer sk-test")
+		if status, _, b := f.send(t, req); status != 200 {
+			t.Fatalf("status %d: %s", status, b)
+		}
+		up := f.upstreamRequest(t, "tag=q1")
+		if strings.Contains(up.RawQuery, testAWSKey) || strings.Contains(up.RawQuery, testToken) ||
+			!strings.Contains(up.RawQuery, "tag=q1&api_key=%5BMASKED%3Aaws-access-token%3A") {
+			t.Errorf("upstream query %q", up.RawQuery)
+		}
+		r := f.sink.wait(t, "query", func(r *audit.Record) bool { return strings.Contains(r.Request.Path, "tag=q1") })
+		if strings.Contains(r.Request.Path, testAWSKey) || strings.Contains(r.Request.Path, testToken) ||
+			!hasFinding(r, "request", "aws-access-token", "?api_key") || !hasFinding(r, "request", "github-pat", "?[MASKED:") {
+			t.Errorf("record path %q findings %+v", r.Request.Path, r.Findings)
+		}
+	})
+	t.Run("JSON object key", func(t *testing.T) {
+		req := chatRequest(t, false, nil)
+		body := `{"model":"gpt-4o-mini","metadata":{"` + testAWSKey + `":"tag-key"},"messages":[{"role":"user","content":"hi"}]}`
+		req.Body, req.ContentLength = io.NopCloser(strings.NewReader(body)), int64(len(body))
+		if status, _, b := f.send(t, req); status != 200 {
+			t.Fatalf("status %d: %s", status, b)
+		}
+		checkMasked(t, "upstream body", f.upstreamRequest(t, "tag-key").Body, testAWSKey, "aws-access-token")
+		r := f.sink.wait(t, "key", func(r *audit.Record) bool { return strings.Contains(r.Request.Body, "tag-key") })
+		checkMasked(t, "record", []byte(r.Request.Body), testAWSKey, "aws-access-token")
+	})
+	t.Run("multipart fields and text files", func(t *testing.T) {
+		binary := append([]byte{0xff, 0xfe, 0x00}, testAWSKey...) // not text: passed as sent
+		var buf bytes.Buffer
+		mw := multipart.NewWriter(&buf)
+		mw.WriteField("purpose", "tag-mp "+testAWSKey)
+		fw, _ := mw.CreateFormFile("file", "notes.jsonl")
+		fw.Write([]byte(`{"prompt":"push with ` + testToken + `"}` + "\n"))
+		h := make(map[string][]string)
+		h["Content-Disposition"] = []string{`form-data; name="image"; filename="x.bin"`}
+		h["Content-Type"] = []string{"image/png"}
+		pw, _ := mw.CreatePart(h)
+		pw.Write(binary)
+		mw.Close()
+		req, _ := http.NewRequest("POST", "https://api.openai.com/v1/files", bytes.NewReader(buf.Bytes()))
+		req.Header.Set("Content-Type", mw.FormDataContentType())
+		req.Header.Set("Authorization", "Bearer sk-test")
+		f.send(t, req) // the fake answers 404 for /v1/files; what it received is the point
+		up := f.upstreamRequest(t, "tag-mp")
+		_, params, _ := mime.ParseMediaType(up.Header.Get("Content-Type"))
+		mr := multipart.NewReader(bytes.NewReader(up.Body), params["boundary"])
+		parts := map[string][]byte{}
+		for {
+			p, err := mr.NextPart()
+			if err != nil {
+				break
+			}
+			parts[p.FormName()], _ = io.ReadAll(p)
+		}
+		checkMasked(t, "field", parts["purpose"], testAWSKey, "aws-access-token")
+		checkMasked(t, "text file", parts["file"], testToken, "github-pat")
+		if !bytes.Equal(parts["image"], binary) {
+			t.Errorf("binary file changed: %q", parts["image"])
+		}
+		r := f.sink.wait(t, "multipart", func(r *audit.Record) bool { return r.Request.Path == "/v1/files" })
+		if !hasFinding(r, "request", "aws-access-token", "multipart:purpose") || !hasFinding(r, "request", "github-pat", "multipart:file:notes.jsonl") {
+			t.Errorf("findings %+v", r.Findings)
+		}
+	})
+}
+
+func TestCommandLineIsMaskedInTheRecord(t *testing.T) {
+	cmdline := "curl -H Authorization: Bearer " + testToken + " https://api.openai.com/v1/chat/completions"
+	f := maskFixture(t, func(dc *DecryptConfig) {
+		dc.Identify = func(_ context.Context, o intercept.Origin) audit.Workload {
+			return audit.Workload{Kind: "process", PID: o.TGID, Comm: "curl", Cmdline: cmdline}
+		}
+	})
+	if status, _, b := f.send(t, chatRequest(t, false, nil)); status != 200 {
+		t.Fatalf("status %d: %s", status, b)
+	}
+	r := f.sink.wait(t, "exchange", func(r *audit.Record) bool { return r.Workload.Comm == "curl" })
+	checkMasked(t, "cmdline", []byte(r.Workload.Cmdline), testToken, "authorization-header")
+	if !strings.HasPrefix(r.Workload.Cmdline, "curl -H Authorization: Bearer [MASKED:") || !hasFinding(r, "workload", "authorization-header", "cmdline") {
+		t.Errorf("cmdline %q findings %+v", r.Workload.Cmdline, r.Findings)
+	}
+}
