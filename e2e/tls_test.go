@@ -28,17 +28,29 @@ type tlsNode struct {
 	agentCA   string // the CA clients must trust
 	fakeCA    string // the fake upstream's CA
 	withHost  func(...string) []string
+	addrs     tlsNodeAddrs
+}
+
+// tlsNodeAddrs are the fixed addresses of a tlsNode: tests that may run
+// at the same time as others use addresses of their own.
+type tlsNodeAddrs struct {
+	fake                 string // the fake upstream's IP, port 443
+	proxy, explicitProxy string // the agent's listeners
 }
 
 func newTLSNode(t *testing.T) *tlsNode {
+	return newTLSNodeAt(t, tlsNodeAddrs{fake: "127.0.1.5", proxy: "127.0.0.1:15110", explicitProxy: "127.0.0.1:15111"})
+}
+
+func newTLSNodeAt(t *testing.T, a tlsNodeAddrs) *tlsNode {
 	t.Helper()
-	n := &tlsNode{node: newNode(t)}
-	n.fake = fakeopenai.NewTLSServer(t, fakeopenai.Config{Reply: reply}, "127.0.1.5:443")
+	n := &tlsNode{node: newNode(t), addrs: a}
+	n.fake = fakeopenai.NewTLSServer(t, fakeopenai.Config{Reply: reply}, a.fake+":443")
 	dir := t.TempDir()
 	n.fakeCA = filepath.Join(dir, "upstream-ca.pem")
 	os.WriteFile(n.fakeCA, n.fake.CAPEM, 0o644)
 	hosts := filepath.Join(dir, "hosts")
-	os.WriteFile(hosts, []byte("127.0.0.1 localhost\n127.0.1.5 api.openai.com\n"), 0o644)
+	os.WriteFile(hosts, []byte("127.0.0.1 localhost\n"+a.fake+" api.openai.com\n"), 0o644)
 	n.withHost = privateHosts(hosts)
 	n.collector = startCollector(t, n.node.agent)
 	n.agentP = n.startAgent(t)
@@ -51,8 +63,8 @@ func newTLSNode(t *testing.T) *tlsNode {
 func (n *tlsNode) startAgent(t *testing.T, extra ...string) *agentProc {
 	t.Helper()
 	args := append(n.agentArgs("--fail-mode", "fail-open", "--capture-dns=false",
-		"--target", "api.openai.com:443", "--target-cidr", "127.0.1.5/32", "--upstream-ca", n.fakeCA,
-		"--proxy-listen", "127.0.0.1:15110", "--explicit-proxy-listen", "127.0.0.1:15111"), n.collector.agentArgs()...)
+		"--target", "api.openai.com:443", "--target-cidr", n.addrs.fake+"/32", "--upstream-ca", n.fakeCA,
+		"--proxy-listen", n.addrs.proxy, "--explicit-proxy-listen", n.addrs.explicitProxy), n.collector.agentArgs()...)
 	return startAgentWrapped(t, n.node.agent, n.withHost, append(args, extra...)...)
 }
 

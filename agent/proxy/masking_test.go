@@ -2,9 +2,6 @@ package proxy
 
 import (
 	"bytes"
-	"compress/flate"
-	"compress/gzip"
-	"compress/zlib"
 	"context"
 	"encoding/json"
 	"io"
@@ -13,9 +10,6 @@ import (
 	"net/http"
 	"strings"
 	"testing"
-
-	"github.com/andybalholm/brotli"
-	"github.com/klauspost/compress/zstd"
 
 	"github.com/promptrail/promptrail/agent/intercept"
 	"github.com/promptrail/promptrail/audit"
@@ -29,25 +23,10 @@ const testAWSKey = "AKIAQYLPMN5HFIQR7BDW"
 func encode(t *testing.T, b []byte, cs ...string) []byte {
 	t.Helper()
 	for _, c := range cs {
-		var buf bytes.Buffer
-		var w io.WriteCloser
-		switch c {
-		case "gzip":
-			w = gzip.NewWriter(&buf)
-		case "deflate":
-			w = zlib.NewWriter(&buf)
-		case "deflate-raw":
-			w, _ = flate.NewWriter(&buf, flate.BestSpeed)
-		case "br":
-			w = brotli.NewWriter(&buf)
-		case "zstd":
-			w, _ = zstd.NewWriter(&buf)
-		default:
-			t.Fatalf("no encoder for %q", c)
+		var err error
+		if b, err = fakeopenai.Encode(c, b); err != nil {
+			t.Fatal(err)
 		}
-		w.Write(b)
-		w.Close()
-		b = buf.Bytes()
 	}
 	return b
 }

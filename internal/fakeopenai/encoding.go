@@ -1,6 +1,7 @@
 package fakeopenai
 
 import (
+	"bytes"
 	"compress/flate"
 	"compress/gzip"
 	"compress/zlib"
@@ -71,3 +72,21 @@ func (e *encodingWriter) FlushError() error {
 }
 
 func (e *encodingWriter) Unwrap() http.ResponseWriter { return e.ResponseWriter }
+
+// Encode returns b encoded with a content coding (those of
+// X-Fake-Content-Encoding), as a client that compresses its requests
+// sends it.
+func Encode(coding string, b []byte) ([]byte, error) {
+	var buf bytes.Buffer
+	w, err := newEncoder(coding, &buf)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := w.Write(b); err != nil {
+		return nil, err
+	}
+	if err := w.Close(); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
