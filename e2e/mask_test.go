@@ -105,7 +105,10 @@ func TestSecretsAreMaskedWhereverTheyTravel(t *testing.T) {
 	ghToken := "ghp_" + randomFrom("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789", 36)
 	password := "Pw9!" + randomFrom("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789", 14) + "#4"
 	apiKey := "sk-e2e-" + randomFrom("abcdefghijklmnopqrstuvwxyz0123456789", 32)
-	secretsSent := []string{awsKey, ghToken, password}
+	b64 := "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+	azureKey := randomFrom(b64, 86) + "=="
+	awsSecret := randomFrom(b64, 40)
+	secretsSent := []string{awsKey, ghToken, password, azureKey, awsSecret}
 	dir := t.TempDir()
 	curl := func(args ...string) []string {
 		return append([]string{"curl", "-sS", "--cacert", n.agentCA, "-H", "Authorization: Bearer " + apiKey}, args...)
@@ -115,6 +118,16 @@ func TestSecretsAreMaskedWhereverTheyTravel(t *testing.T) {
 		return string(b)
 	}
 
+	t.Run("platform credentials pasted as .env", func(t *testing.T) {
+		env := "AZURE_STORAGE=DefaultEndpointsProtocol=https;AccountName=orders;AccountKey=" + azureKey +
+			";EndpointSuffix=core.windows.net\nAWS_SECRET_ACCESS_KEY=" + awsSecret + "\nDB_PASSWORD=" + password + "\n"
+		_, pid := n.run(t, nil, curl("--fail-with-body", "-H", "Content-Type: application/json",
+			"-d", chat("e2e-env why does this fail?\n"+env), "https://api.openai.com/v1/chat/completions")...)
+		r := n.record(t, ".env", byPID(pid, "/v1/chat/completions"))
+		for _, rule := range []string{"azure-storage-account-key", "aws-secret-access-key", "generic-secret-assignment"} {
+			checkFinding(t, r, "request", rule)
+		}
+	})
 	t.Run("query string", func(t *testing.T) {
 		_, pid := n.run(t, nil, curl("https://api.openai.com/v1/models?tag=e2e-q&api_key="+awsKey)...)
 		r := n.record(t, "query", byPID(pid, "/v1/models"))

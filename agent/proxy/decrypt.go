@@ -391,6 +391,11 @@ func decodeRequest(r *http.Request, body []byte, limit int64) ([]byte, error) {
 	if len(cs) == 0 {
 		return body, nil
 	}
+	if len(body) == 0 {
+		// No body to decode (a GET that names a coding): nothing to mask.
+		r.Header.Del("Content-Encoding")
+		return body, nil
+	}
 	out, err := decodeBody(body, cs, limit)
 	if err != nil {
 		return nil, err

@@ -3,6 +3,8 @@ package proxy
 import (
 	"bytes"
 	"errors"
+	"io"
+	"net/http"
 	"strings"
 	"testing"
 )
@@ -53,5 +55,39 @@ func TestCodings(t *testing.T) {
 		if s := strings.Join(got, " "); s != tt.want {
 			t.Errorf("codings(%q) = %q, want %q", tt.in, s, tt.want)
 		}
+	}
+}
+
+func TestDecodeResponse(t *testing.T) {
+	for _, tt := range []struct {
+		name, coding string
+		body         []byte
+		want         string
+		wantErr      error
+	}{
+		{"identity", "identity", []byte("plain"), "plain", nil},
+		{"br", "br", encode(t, []byte("hello br"), "br"), "hello br", nil},
+		{"gzip then zstd", "gzip, zstd", encode(t, []byte("two codings"), "gzip", "zstd"), "two codings", nil},
+		{"unknown coding", "compress", []byte("x"), "", errUnknownEncoding},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			resp := &http.Response{Header: http.Header{"Content-Encoding": {tt.coding}, "Content-Length": {"99"}},
+				Body: io.NopCloser(bytes.NewReader(tt.body)), ContentLength: 99}
+			err := decodeResponse(resp)
+			if !errors.Is(err, tt.wantErr) {
+				t.Fatalf("error %v, want %v", err, tt.wantErr)
+			}
+			if err != nil {
+				return
+			}
+			got, err := io.ReadAll(resp.Body)
+			if err != nil || string(got) != tt.want {
+				t.Fatalf("body %q (%v), want %q", got, err, tt.want)
+			}
+			if tt.coding != "identity" && (resp.Header.Get("Content-Encoding") != "" || resp.ContentLength != -1) {
+				t.Errorf("headers %v, length %d: want the coding gone and the length unknown", resp.Header, resp.ContentLength)
+			}
+			resp.Body.Close()
+		})
 	}
 }

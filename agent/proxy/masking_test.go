@@ -115,6 +115,18 @@ func TestCompressedRequestsAreDecodedMaskedAndForwardedDecoded(t *testing.T) {
 	}
 }
 
+func TestACodingWithoutABodyIsNoError(t *testing.T) {
+	f := maskFixture(t, nil)
+	req, _ := http.NewRequest("GET", "https://api.openai.com/v1/models?tag=nobody", nil)
+	req.Header.Set("Content-Encoding", "gzip")
+	if status, _, b := f.send(t, req); status != 200 {
+		t.Fatalf("status %d: %s", status, b)
+	}
+	if up := f.upstreamRequest(t, "tag=nobody"); up.Header.Get("Content-Encoding") != "" {
+		t.Errorf("upstream got Content-Encoding %q", up.Header.Get("Content-Encoding"))
+	}
+}
+
 func TestUndecodableRequestsAreRefused(t *testing.T) {
 	f := maskFixture(t, func(dc *DecryptConfig) { dc.MaxRequestBody = 1 << 20 })
 	zeros := `{"model":"gpt-4o-mini","messages":[{"role":"user","content":"` + strings.Repeat("0", 64<<20) + `"}]}`
