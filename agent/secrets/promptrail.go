@@ -128,6 +128,7 @@ func secretAssignmentSpec() ruleSpec {
 				`^[a-z][a-z0-9+.-]*://`,                               // a URL (connection-url-password has passwords)
 				`^[a-z][a-z0-9]*(?:[-_][a-z0-9]+)+$`,                  // a resource name: app-credentials-v2
 				`^\$\{|^\{\{|^%\(|^<`,                                 // a template
+				`^\[MASKED:[a-z0-9-]+:[0-9a-f]{8}\]$`,                 // a marker: what was masked already
 			),
 		},
 	}
