@@ -103,13 +103,15 @@ func allowlistOf(description string, regexes ...string) *config.Allowlist {
 
 // secretAssignmentSpec is the rule for a high-entropy value assigned to a
 // name that says it is a secret (.env, YAML, JSON, key=value logs,
-// command-line flags): what gitleaks' generic-api-key misses, chiefly
-// values with punctuation (passwords) and values that start with '+' or
-// '/'. Source code assigns such names all the time, to expressions rather
-// than secrets (token := getToken(), password = os.Getenv("X"),
-// secretKey: props.secretKey), so the value must be a single word of at
-// least 12 bytes with a letter and a digit, over an entropy floor, and
-// not an identifier path, a file path or a placeholder.
+// command-line flags): what gitleaks' generic-api-key misses, which is
+// values with punctuation (passwords, base64 with '+' or '/'); values of
+// word characters alone are generic-api-key's, and left to it, because in
+// source code they are mostly identifiers (PrivateKey: testRSA2048Key).
+// Source code assigns such names all the time, to expressions rather than
+// secrets (token := getToken(), password = os.Getenv("X"), secretKey:
+// props.secretKey), so the value must be a single word of at least 12
+// bytes with a letter, a digit and punctuation, over an entropy floor, and
+// not an identifier path, a file path, a URL or a placeholder.
 func secretAssignmentSpec() ruleSpec {
 	return ruleSpec{
 		id:          "generic-secret-assignment",
@@ -121,13 +123,16 @@ func secretAssignmentSpec() ruleSpec {
 		allowlists: []*config.Allowlist{
 			allowlistOf("placeholders", placeholder),
 			allowlistOf("not a secret's shape",
-				`^[^0-9]*$`,    // no digit: words, identifiers
+				`^[\w.-]+$`,    // word characters only: identifiers, hex; generic-api-key has the rest
+				`^[^0-9]*$`,    // no digit: words
 				`^[^A-Za-z]*$`, // no letter: numbers, dates, versions
 				`^[A-Za-z_$][\w$]*(?:(?:\.|::|->)[A-Za-z_$][\w$]*)+$`, // an identifier path: props.secretKey
 				`^(?:~|\.{1,2})?/[\w.@-]+(?:/[\w.@-]*)*$`,             // a file path
 				`^[a-z][a-z0-9+.-]*://`,                               // a URL (connection-url-password has passwords)
 				`^[a-z][a-z0-9]*(?:[-_][a-z0-9]+)+$`,                  // a resource name: app-credentials-v2
 				`^\$\{|^\{\{|^%\(|^<`,                                 // a template
+				`^[\w.]+(?:\*[\w.]+)+$`,                               // a product: 2*maxConcurrency
+				`[\w.]=[^=]`,                                          // key=value pairs: Key=int32/Elem=bigType
 				`^\[MASKED:[a-z0-9-]+:[0-9a-f]{8}\]$`,                 // a marker: what was masked already
 			),
 		},
