@@ -227,9 +227,11 @@ func (d *decrypter) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		findings = maskQuery(d.cfg.Masker, r.URL)
 		if err == nil && !tooLarge && decodeErr == nil {
 			var bfs []audit.Finding
-			body, bfs, blockBy = maskRequest(d.cfg.Masker, r, body)
+			body, bfs, decodeErr = maskRequest(d.cfg.Masker, r, body)
 			findings = append(findings, bfs...)
 		}
+		// What goes upstream decides; the command line (below) does not.
+		blockBy = blockingRule(findings)
 	}
 	who, late := d.workload(info)
 	who, wfs := d.maskWorkload(who)
@@ -266,7 +268,7 @@ func (d *decrypter) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	case decodeErr != nil:
 		ex.Reject(http.StatusBadRequest, "request body: "+decodeErr.Error())
 		writeAPIError(w, http.StatusBadRequest, "promptrail_bad_encoding",
-			"promptrail: the request body does not decode as its Content-Encoding says: "+decodeErr.Error()+"; nothing was sent")
+			"promptrail: the request body could not be decoded to check it for secrets: "+decodeErr.Error()+"; nothing was sent")
 		return
 	}
 	if !d.spool(w, r, ex) {

@@ -2,11 +2,13 @@ package proxy
 
 import (
 	"bytes"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
 	"mime"
 	"mime/multipart"
+	"mime/quotedprintable"
 	"net/http"
 	"net/textproto"
 	"net/url"
@@ -22,11 +24,12 @@ import (
 )
 
 // maskRequest masks the secrets in a request body before it is forwarded
-// and returns the masked body, what was found and, when a finding's rule
-// blocks, that rule.
-func maskRequest(m *mask.Masker, r *http.Request, body []byte) ([]byte, []audit.Finding, string) {
+// and returns the masked body and what was found. A body with a part it
+// cannot decode to mask (a multipart part in an unknown transfer encoding,
+// or malformed base64) is an error: it must not be forwarded.
+func maskRequest(m *mask.Masker, r *http.Request, body []byte) ([]byte, []audit.Finding, error) {
 	if len(body) == 0 {
-		return body, nil, ""
+		return body, nil, nil
 	}
 	mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	var (
@@ -35,20 +38,32 @@ func maskRequest(m *mask.Masker, r *http.Request, body []byte) ([]byte, []audit.
 	)
 	switch {
 	case mt == "multipart/form-data":
-		masked, fs = maskMultipart(m, r.Header.Get("Content-Type"), body)
+		var err error
+		if masked, fs, err = maskMultipart(m, r.Header.Get("Content-Type"), body); err != nil {
+			return nil, nil, err
+		}
+	case mt == "application/x-www-form-urlencoded":
+		var form string
+		form, fs = maskFormPairs(m, string(body), "form:")
+		masked = []byte(form)
 	case mt == "application/json" || bytes.HasPrefix(bytes.TrimSpace(body), []byte("{")):
 		// Invalid JSON comes back masked as text.
 		masked, fs, _ = m.JSON("request", body)
 	default:
 		masked, fs = m.Text("request", "", body)
 	}
-	out := auditFindings(fs)
-	for _, f := range out {
+	return masked, auditFindings(fs), nil
+}
+
+// blockingRule returns the rule of the first finding whose action blocks
+// the request, or "".
+func blockingRule(fs []audit.Finding) string {
+	for _, f := range fs {
 		if f.Action == string(secrets.ActionBlock) {
-			return masked, out, f.Rule
+			return f.Rule
 		}
 	}
-	return masked, out, ""
+	return ""
 }
 
 func auditFindings(fs []mask.Finding) []audit.Finding {
@@ -145,14 +160,25 @@ func (t *maskedText) Close() error {
 
 func (t *maskedText) AuditFindings() []audit.Finding { return auditFindings(t.st.Findings()) }
 
-// maskQuery masks the names and values of u's query string on their
-// decoded form, rewriting only the pairs in which something was found, and
-// returns the findings (path "?name", the name masked).
+// maskQuery masks u's query string (see maskFormPairs; paths "?name").
 func maskQuery(m *mask.Masker, u *url.URL) []audit.Finding {
-	if u.RawQuery == "" {
+	q, fs := maskFormPairs(m, u.RawQuery, "?")
+	if len(fs) == 0 {
 		return nil
 	}
-	pairs := strings.Split(u.RawQuery, "&")
+	u.RawQuery, u.ForceQuery = q, false
+	return auditFindings(fs)
+}
+
+// maskFormPairs masks the names and values of URL-encoded name=value
+// pairs (a query string, a form body) on their decoded form, rewriting
+// only the pairs in which something was found. A finding's path is prefix
+// and the name, masked.
+func maskFormPairs(m *mask.Masker, raw, prefix string) (string, []mask.Finding) {
+	if raw == "" {
+		return raw, nil
+	}
+	pairs := strings.Split(raw, "&")
 	var all []mask.Finding
 	for i, p := range pairs {
 		rawK, rawV, hasV := strings.Cut(p, "=")
@@ -163,7 +189,7 @@ func maskQuery(m *mask.Masker, u *url.URL) []audit.Finding {
 			k, v = rawK, rawV
 		}
 		mk, kfs := m.Text("request", "", []byte(k))
-		path := "?" + string(mk)
+		path := prefix + string(mk)
 		mv, vfs := m.Text("request", path, []byte(v))
 		if len(kfs)+len(vfs) == 0 {
 			continue
@@ -178,11 +204,9 @@ func maskQuery(m *mask.Masker, u *url.URL) []audit.Finding {
 		}
 	}
 	if len(all) == 0 {
-		return nil
+		return raw, nil
 	}
-	u.RawQuery = strings.Join(pairs, "&")
-	u.ForceQuery = false
-	return auditFindings(all)
+	return strings.Join(pairs, "&"), all
 }
 
 // maskMultipart masks the text parts of a multipart/form-data body: every
@@ -190,12 +214,14 @@ func maskQuery(m *mask.Masker, u *url.URL) []audit.Finding {
 // type, or no type and valid UTF-8); binary files are passed as sent. The
 // body is rebuilt with the same boundary and part headers only when
 // something was masked. A body that does not parse is masked whole as
-// text: nothing goes upstream unexamined.
-func maskMultipart(m *mask.Masker, contentType string, body []byte) ([]byte, []mask.Finding) {
+// text: nothing goes upstream unexamined; a part that cannot be decoded
+// from its transfer encoding is an error.
+func maskMultipart(m *mask.Masker, contentType string, body []byte) ([]byte, []mask.Finding, error) {
 	_, params, _ := mime.ParseMediaType(contentType)
 	boundary := params["boundary"]
 	if boundary == "" {
-		return m.Text("request", "", body)
+		masked, fs := m.Text("request", "", body)
+		return masked, fs, nil
 	}
 	type part struct {
 		header  textproto.MIMEHeader
@@ -213,13 +239,19 @@ func maskMultipart(m *mask.Masker, contentType string, body []byte) ([]byte, []m
 			break
 		}
 		if err != nil {
-			return m.Text("request", "", body)
+			masked, fs := m.Text("request", "", body)
+			return masked, fs, nil
 		}
 		content, err := io.ReadAll(p)
 		if err != nil {
-			return m.Text("request", "", body)
+			masked, fs := m.Text("request", "", body)
+			return masked, fs, nil
 		}
-		if textPart(p.Header, content) {
+		plain, encoded, err := transferDecoded(p.Header, content)
+		if err != nil {
+			return nil, nil, fmt.Errorf("multipart part %q: %w", p.FormName(), err)
+		}
+		if textPart(p.Header, plain) {
 			path := "multipart:" + p.FormName()
 			if fn := p.FileName(); fn != "" {
 				path += ":" + fn
@@ -227,23 +259,31 @@ func maskMultipart(m *mask.Masker, contentType string, body []byte) ([]byte, []m
 			var pfs []mask.Finding
 			ct, _, _ := mime.ParseMediaType(p.Header.Get("Content-Type"))
 			if ct == "application/json" {
-				content, pfs, _ = m.JSON("request", content)
+				plain, pfs, _ = m.JSON("request", plain)
 				for i := range pfs {
 					pfs[i].Path = path + strings.TrimPrefix(pfs[i].Path, "$")
 				}
 			} else {
-				content, pfs = m.Text("request", path, content)
+				plain, pfs = m.Text("request", path, plain)
 			}
-			changed = changed || len(pfs) > 0
+			if len(pfs) > 0 {
+				// A masked part goes as it was decoded, without its
+				// transfer encoding.
+				changed, content = true, plain
+				if encoded {
+					p.Header.Del("Content-Transfer-Encoding")
+				}
+			}
 			fs = append(fs, pfs...)
 		}
 		parts = append(parts, part{p.Header, content})
 	}
 	if len(parts) == 0 {
-		return m.Text("request", "", body)
+		masked, fs := m.Text("request", "", body)
+		return masked, fs, nil
 	}
 	if !changed {
-		return body, nil
+		return body, nil, nil
 	}
 	var out bytes.Buffer
 	for _, p := range parts {
@@ -263,7 +303,34 @@ func maskMultipart(m *mask.Masker, contentType string, body []byte) ([]byte, []m
 		out.WriteString("\r\n")
 	}
 	out.WriteString("--" + boundary + "--\r\n")
-	return out.Bytes(), fs
+	return out.Bytes(), fs, nil
+}
+
+// transferDecoded returns a part's content decoded from its
+// Content-Transfer-Encoding (RFC 2045: base64, quoted-printable), and
+// whether it was encoded. RFC 7578 deprecates the header for form data,
+// but a client may still send it, and a secret in base64 would pass
+// unseen. An unknown encoding is an error.
+func transferDecoded(h textproto.MIMEHeader, content []byte) ([]byte, bool, error) {
+	switch cte := strings.ToLower(strings.TrimSpace(h.Get("Content-Transfer-Encoding"))); cte {
+	case "", "7bit", "8bit", "binary":
+		return content, false, nil
+	case "base64":
+		out := make([]byte, base64.StdEncoding.DecodedLen(len(content)))
+		n, err := base64.StdEncoding.Decode(out, content) // ignores line breaks
+		if err != nil {
+			return nil, true, fmt.Errorf("base64 content: %w", err)
+		}
+		return out[:n], true, nil
+	case "quoted-printable":
+		out, err := io.ReadAll(quotedprintable.NewReader(bytes.NewReader(content)))
+		if err != nil {
+			return nil, true, fmt.Errorf("quoted-printable content: %w", err)
+		}
+		return out, true, nil
+	default:
+		return nil, false, fmt.Errorf("unknown Content-Transfer-Encoding %q", cte)
+	}
 }
 
 // textPart reports whether a part is text that masking applies to: a

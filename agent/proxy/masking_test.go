@@ -3,15 +3,19 @@ package proxy
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"io"
 	"mime"
 	"mime/multipart"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 
 	"github.com/promptrail/promptrail/agent/intercept"
+	"github.com/promptrail/promptrail/agent/mask"
+	"github.com/promptrail/promptrail/agent/secrets"
 	"github.com/promptrail/promptrail/audit"
 	"github.com/promptrail/promptrail/internal/fakeopenai"
 )
@@ -141,10 +145,15 @@ func TestUndecodableRequestsAreRefused(t *testing.T) {
 		{"truncated zstd", "zstd", encode(t, []byte("abc "+testAWSKey), "zstd")[:12], 400, "promptrail_bad_encoding"},
 		{"bomb: 64 MiB in a small gzip", "gzip", encode(t, []byte(zeros), "gzip"), 413, "promptrail_request_too_large"},
 		{"bomb in zstd", "zstd", encode(t, []byte(zeros), "zstd"), 413, "promptrail_request_too_large"},
+		{"multipart part in an unknown transfer encoding", "", []byte("--b\r\nContent-Disposition: form-data; name=\"x\"\r\n" +
+			"Content-Transfer-Encoding: x-uuencode\r\n\r\nbegin 644 " + testAWSKey + "\r\n--b--\r\n"), 400, "promptrail_bad_encoding"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			before := len(f.fake.Server.Requests())
 			req := chatRequest(t, false, map[string]string{"Content-Encoding": tt.coding, "X-Case": tt.name})
+			if tt.coding == "" {
+				req.Header.Set("Content-Type", "multipart/form-data; boundary=b")
+			}
 			req.Body = io.NopCloser(bytes.NewReader(tt.body))
 			req.ContentLength = int64(len(tt.body))
 			status, _, b := f.send(t, req)
@@ -230,6 +239,22 @@ func TestQueryStringsKeysAndMultipartAreMasked(t *testing.T) {
 		r := f.sink.wait(t, "key", func(r *audit.Record) bool { return strings.Contains(r.Request.Body, "tag-key") })
 		checkMasked(t, "record", []byte(r.Request.Body), testAWSKey, "aws-access-token")
 	})
+	t.Run("form body", func(t *testing.T) {
+		body := "tag=form1&note=" + url.QueryEscape("push with "+testToken+" +/") + "&n=1"
+		req, _ := http.NewRequest("POST", "https://api.openai.com/v1/forms", strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		f.send(t, req) // the fake answers 404; what it received is the point
+		up := f.upstreamRequest(t, "tag=form1")
+		form, err := url.ParseQuery(string(up.Body))
+		if err != nil || strings.Contains(string(up.Body), testToken) ||
+			!strings.HasPrefix(form.Get("note"), "push with [MASKED:github-pat:") || form.Get("n") != "1" {
+			t.Errorf("upstream form %q (%v)", up.Body, err)
+		}
+		r := f.sink.wait(t, "form", func(r *audit.Record) bool { return r.Request.Path == "/v1/forms" })
+		if !hasFinding(r, "request", "github-pat", "form:note") {
+			t.Errorf("findings %+v", r.Findings)
+		}
+	})
 	t.Run("multipart fields and text files", func(t *testing.T) {
 		binary := append([]byte{0xff, 0xfe, 0x00}, testAWSKey...) // not text: passed as sent
 		var buf bytes.Buffer
@@ -242,6 +267,10 @@ func TestQueryStringsKeysAndMultipartAreMasked(t *testing.T) {
 		h["Content-Type"] = []string{"image/png"}
 		pw, _ := mw.CreatePart(h)
 		pw.Write(binary)
+		pw, _ = mw.CreatePart(map[string][]string{"Content-Disposition": {`form-data; name="b64"`}, "Content-Transfer-Encoding": {"base64"}})
+		pw.Write([]byte(base64.StdEncoding.EncodeToString([]byte("hidden " + testAWSKey))))
+		pw, _ = mw.CreatePart(map[string][]string{"Content-Disposition": {`form-data; name="qp"`}, "Content-Transfer-Encoding": {"quoted-printable"}})
+		pw.Write([]byte("quoted=20" + testToken[:10] + "=\r\n" + testToken[10:]))
 		mw.Close()
 		req, _ := http.NewRequest("POST", "https://api.openai.com/v1/files", bytes.NewReader(buf.Bytes()))
 		req.Header.Set("Content-Type", mw.FormDataContentType())
@@ -259,6 +288,8 @@ func TestQueryStringsKeysAndMultipartAreMasked(t *testing.T) {
 			parts[p.FormName()], _ = io.ReadAll(p)
 		}
 		checkMasked(t, "field", parts["purpose"], testAWSKey, "aws-access-token")
+		checkMasked(t, "base64 field", parts["b64"], testAWSKey, "aws-access-token")
+		checkMasked(t, "quoted-printable field", parts["qp"], testToken, "github-pat")
 		checkMasked(t, "text file", parts["file"], testToken, "github-pat")
 		if !bytes.Equal(parts["image"], binary) {
 			t.Errorf("binary file changed: %q", parts["image"])
@@ -284,5 +315,25 @@ func TestCommandLineIsMaskedInTheRecord(t *testing.T) {
 	checkMasked(t, "cmdline", []byte(r.Workload.Cmdline), testToken, "authorization-header")
 	if !strings.HasPrefix(r.Workload.Cmdline, "curl -H Authorization: Bearer [MASKED:") || !hasFinding(r, "workload", "authorization-header", "cmdline") {
 		t.Errorf("cmdline %q findings %+v", r.Workload.Cmdline, r.Findings)
+	}
+}
+
+func TestABlockingSecretInTheQueryStopsTheRequest(t *testing.T) {
+	eng, err := secrets.NewEngine(secrets.Config{Actions: map[string]secrets.Action{"github-pat": secrets.ActionBlock}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := maskFixture(t, func(dc *DecryptConfig) { dc.Masker = mask.New(eng, mask.Key(strings.Repeat("k", 32))) })
+	before := len(f.fake.Server.Requests())
+	req, _ := http.NewRequest("GET", "https://api.openai.com/v1/models?token="+testToken, nil)
+	if status, _, b := f.send(t, req); status != 403 || !strings.Contains(string(b), "promptrail_blocked") {
+		t.Fatalf("got %d %s, want 403 promptrail_blocked", status, b)
+	}
+	if len(f.fake.Server.Requests()) != before {
+		t.Fatal("a blocked request reached the upstream")
+	}
+	r := f.sink.wait(t, "blocked", func(r *audit.Record) bool { return r.Decision.Action == "block" })
+	if r.Decision.Rule != "github-pat" || strings.Contains(r.Request.Path, testToken) {
+		t.Errorf("record: decision %+v path %q", r.Decision, r.Request.Path)
 	}
 }
