@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/base64"
@@ -12,6 +13,7 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/promptrail/promptrail/agent/intercept"
 	"github.com/promptrail/promptrail/agent/mask"
@@ -335,5 +337,34 @@ func TestABlockingSecretInTheQueryStopsTheRequest(t *testing.T) {
 	r := f.sink.wait(t, "blocked", func(r *audit.Record) bool { return r.Decision.Action == "block" })
 	if r.Decision.Rule != "github-pat" || strings.Contains(r.Request.Path, testToken) {
 		t.Errorf("record: decision %+v path %q", r.Decision, r.Request.Path)
+	}
+}
+
+func TestEncodedStreamsStayLive(t *testing.T) {
+	f := maskFixture(t, nil)
+	for _, coding := range []string{"gzip", "deflate", "br", "zstd"} {
+		t.Run(coding, func(t *testing.T) {
+			// The upstream sends two events, flushed through its encoder,
+			// then nothing: they reach the client only if the proxy decodes
+			// and masks as the bytes arrive.
+			ctx, cancel := context.WithTimeout(t.Context(), 15*time.Second)
+			defer cancel()
+			req := chatRequest(t, true, map[string]string{"X-Fake-Content-Encoding": coding, "X-Fake-Stall": "2"}).WithContext(ctx)
+			resp, err := f.client(true).Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			br := bufio.NewReader(resp.Body)
+			for i := 0; i < 2; {
+				line, err := br.ReadString('\n')
+				if err != nil {
+					t.Fatalf("event %d: %v", i+1, err)
+				}
+				if strings.HasPrefix(line, "data: ") {
+					i++
+				}
+			}
+		})
 	}
 }
