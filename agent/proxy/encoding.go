@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"strings"
 
 	"github.com/andybalholm/brotli"
@@ -147,5 +148,59 @@ func decodeBody(body []byte, cs []string, limit int64) ([]byte, error) {
 	if int64(len(out)) > limit {
 		return nil, fmt.Errorf("%w of %d bytes", errDecodedTooLarge, limit)
 	}
+	return out, nil
+}
+
+// decodeResponse decodes a response body that the upstream encoded (with
+// a coding other than the gzip the transport asks for and undoes itself),
+// so that it is masked and recorded; the client gets it decoded. A coding
+// the proxy cannot decode fails the exchange (502): it would pass
+// unmasked.
+func decodeResponse(resp *http.Response) error {
+	cs := codings(resp.Header.Values("Content-Encoding"))
+	if len(cs) == 0 {
+		return nil
+	}
+	dec, err := newDecodingReader(resp.Body, cs)
+	if err != nil {
+		return fmt.Errorf("response body: %w", err)
+	}
+	resp.Body = &decodedBody{decodingReader: dec, src: resp.Body}
+	resp.Header.Del("Content-Encoding")
+	resp.Header.Del("Content-Length")
+	resp.ContentLength = -1
+	resp.Uncompressed = true
+	return nil
+}
+
+// decodedBody is a response body read decoded.
+type decodedBody struct {
+	*decodingReader
+	src io.Closer
+}
+
+func (b *decodedBody) Close() error {
+	b.decodingReader.Close()
+	return b.src.Close()
+}
+
+// decodeRequest decodes r's body from its Content-Encoding, at most limit
+// bytes, and drops the header: the body goes upstream decoded, with its
+// new length. Without a coding, body is returned as it is.
+func decodeRequest(r *http.Request, body []byte, limit int64) ([]byte, error) {
+	cs := codings(r.Header.Values("Content-Encoding"))
+	if len(cs) == 0 {
+		return body, nil
+	}
+	if len(body) == 0 {
+		// No body to decode (a GET that names a coding): nothing to mask.
+		r.Header.Del("Content-Encoding")
+		return body, nil
+	}
+	out, err := decodeBody(body, cs, limit)
+	if err != nil {
+		return nil, err
+	}
+	r.Header.Del("Content-Encoding")
 	return out, nil
 }
