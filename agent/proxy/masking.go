@@ -46,13 +46,21 @@ func maskRequest(m *mask.Masker, r *http.Request, body []byte) ([]byte, []audit.
 		var form string
 		form, fs = maskFormPairs(m, string(body), "form:")
 		masked = []byte(form)
-	case mt == "application/json" || bytes.HasPrefix(bytes.TrimSpace(body), []byte("{")):
+	case mt == "application/json" || strings.HasSuffix(mt, "+json") || looksJSON(body):
 		// Invalid JSON comes back masked as text.
 		masked, fs, _ = m.JSON("request", body)
 	default:
 		masked, fs = m.Text("request", "", body)
 	}
 	return masked, auditFindings(fs), nil
+}
+
+// looksJSON reports whether body starts like a JSON object or array, so
+// that it is masked on its decoded strings whatever its type says (a
+// secret written with \u escapes is then found).
+func looksJSON(body []byte) bool {
+	b := bytes.TrimSpace(body)
+	return len(b) > 0 && (b[0] == '{' || b[0] == '[')
 }
 
 // blockingRule returns the rule of the first finding whose action blocks

@@ -241,6 +241,17 @@ func TestQueryStringsKeysAndMultipartAreMasked(t *testing.T) {
 		r := f.sink.wait(t, "key", func(r *audit.Record) bool { return strings.Contains(r.Request.Body, "tag-key") })
 		checkMasked(t, "record", []byte(r.Request.Body), testAWSKey, "aws-access-token")
 	})
+	t.Run("JSON array with escapes, typed as text", func(t *testing.T) {
+		escaped := `\u0041` + testAWSKey[1:] // AKIA… with its A escaped
+		body := `["tag-array", "key ` + escaped + `"]`
+		req, _ := http.NewRequest("POST", "https://api.openai.com/v1/batch-notes", strings.NewReader(body))
+		req.Header.Set("Content-Type", "text/plain")
+		f.send(t, req)
+		up := f.upstreamRequest(t, "tag-array")
+		if bytes.Contains(up.Body, []byte(testAWSKey[1:])) || !bytes.Contains(up.Body, []byte("[MASKED:aws-access-token:")) {
+			t.Errorf("upstream body %s", up.Body)
+		}
+	})
 	t.Run("form body", func(t *testing.T) {
 		body := "tag=form1&note=" + url.QueryEscape("push with "+testToken+" +/") + "&n=1"
 		req, _ := http.NewRequest("POST", "https://api.openai.com/v1/forms", strings.NewReader(body))
