@@ -164,7 +164,7 @@ type Response struct {
 // Finding is one kind of secret found in one place of an exchange.
 type Finding struct {
 	Rule        string `json:"rule"`
-	Where       string `json:"where"`          // "request" or "response"
+	Where       string `json:"where"`          // "request", "response" or "workload" (its command line)
 	Path        string `json:"path,omitempty"` // JSON path, e.g. $.messages[0].content
 	Count       int    `json:"count"`
 	Fingerprint string `json:"fingerprint"` // 8 hex digits of HMAC-SHA256(deployment key, secret)

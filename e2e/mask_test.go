@@ -4,11 +4,13 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/promptrail/promptrail/audit"
 	"github.com/promptrail/promptrail/collector/store"
+	"github.com/promptrail/promptrail/internal/fakeopenai"
 )
 
 // randomFrom returns n characters drawn from alphabet.
@@ -87,4 +89,156 @@ func checkFinding(t *testing.T, r *audit.Record, where, rule string) {
 		}
 	}
 	t.Errorf("record has no %s finding of rule %s: %+v", where, rule, r.Findings)
+}
+
+// maskNodeAddrs are this file's own addresses (127.0.3.0/24, ports
+// 153xx), so that it can run while other e2e tests do.
+var maskNodeAddrs = tlsAddrs{fake: "127.0.3.5", proxy: "127.0.0.1:15300", explicit: "127.0.0.1:15301"}
+
+// TestSecretsAreMaskedWhereverTheyTravel sends secrets with curl, through
+// the real agent, in every place of a request the proxy masks, and in
+// encoded responses, and checks what reached the upstream, what curl got
+// and what the collector stores.
+func TestSecretsAreMaskedWhereverTheyTravel(t *testing.T) {
+	n := newTLSNodeAt(t, maskNodeAddrs)
+	awsKey := "AKIA" + randomFrom("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", 16)
+	ghToken := "ghp_" + randomFrom("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789", 36)
+	password := "Pw9!" + randomFrom("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789", 14) + "#4"
+	apiKey := "sk-e2e-" + randomFrom("abcdefghijklmnopqrstuvwxyz0123456789", 32)
+	b64 := "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+	azureKey := randomFrom(b64, 86) + "=="
+	awsSecret := randomFrom(b64, 40)
+	secretsSent := []string{awsKey, ghToken, password, azureKey, awsSecret}
+	dir := t.TempDir()
+	curl := func(args ...string) []string {
+		return append([]string{"curl", "-sS", "--cacert", n.agentCA, "-H", "Authorization: Bearer " + apiKey}, args...)
+	}
+	chat := func(content string) string {
+		b, _ := json.Marshal(map[string]any{"model": "gpt-4o-mini", "messages": []map[string]string{{"role": "user", "content": content}}})
+		return string(b)
+	}
+
+	t.Run("platform credentials pasted as .env", func(t *testing.T) {
+		env := "AZURE_STORAGE=DefaultEndpointsProtocol=https;AccountName=orders;AccountKey=" + azureKey +
+			";EndpointSuffix=core.windows.net\nAWS_SECRET_ACCESS_KEY=" + awsSecret + "\nDB_PASSWORD=" + password + "\n"
+		_, pid := n.run(t, nil, curl("--fail-with-body", "-H", "Content-Type: application/json",
+			"-d", chat("e2e-env why does this fail?\n"+env), "https://api.openai.com/v1/chat/completions")...)
+		r := n.record(t, ".env", byPID(pid, "/v1/chat/completions"))
+		for _, rule := range []string{"azure-storage-account-key", "aws-secret-access-key", "generic-secret-assignment"} {
+			checkFinding(t, r, "request", rule)
+		}
+	})
+	t.Run("query string", func(t *testing.T) {
+		_, pid := n.run(t, nil, curl("https://api.openai.com/v1/models?tag=e2e-q&api_key="+awsKey)...)
+		r := n.record(t, "query", byPID(pid, "/v1/models"))
+		if !strings.Contains(r.Request.Path, "api_key=%5BMASKED%3Aaws-access-token%3A") {
+			t.Errorf("record path %q", r.Request.Path)
+		}
+		checkFinding(t, r, "request", "aws-access-token")
+	})
+	t.Run("JSON object key", func(t *testing.T) {
+		body := `{"model":"gpt-4o-mini","metadata":{"` + ghToken + `":"e2e-key"},"messages":[{"role":"user","content":"hi"}]}`
+		_, pid := n.run(t, nil, curl("-H", "Content-Type: application/json", "-d", body, "https://api.openai.com/v1/chat/completions")...)
+		checkFinding(t, n.record(t, "JSON key", byPID(pid, "/v1/chat/completions")), "request", "github-pat")
+	})
+	t.Run("multipart field and text file", func(t *testing.T) {
+		file := filepath.Join(dir, "notes.env")
+		os.WriteFile(file, []byte("DB_PASSWORD="+password+"\n"), 0o644)
+		_, pid := n.run(t, nil, curl("-F", "purpose=e2e-mp "+awsKey, "-F", "file=@"+file+";type=text/plain", "https://api.openai.com/v1/files")...)
+		r := n.record(t, "multipart", byPID(pid, "/v1/files"))
+		checkFinding(t, r, "request", "aws-access-token")
+		checkFinding(t, r, "request", "generic-secret-assignment")
+	})
+	for _, coding := range []string{"gzip", "deflate", "br", "zstd"} {
+		t.Run("request body in "+coding, func(t *testing.T) {
+			file := filepath.Join(dir, "body."+coding)
+			os.WriteFile(file, encodeBody(t, coding, []byte(chat("e2e-"+coding+" push with "+ghToken))), 0o644)
+			out, pid := n.run(t, nil, curl("--fail-with-body", "-H", "Content-Type: application/json", "-H", "Content-Encoding: "+coding,
+				"--data-binary", "@"+file, "https://api.openai.com/v1/chat/completions")...)
+			if !strings.Contains(string(out), `"chat.completion"`) {
+				t.Fatalf("curl got %s", out)
+			}
+			r := n.record(t, coding+" body", byPID(pid, "/v1/chat/completions"))
+			if c := r.Request.Messages[0].Content; !strings.HasPrefix(c, "e2e-"+coding+" push with [MASKED:github-pat:") {
+				t.Errorf("record prompt %q", c)
+			}
+		})
+	}
+	t.Run("compressed bomb", func(t *testing.T) {
+		// 40 MiB of prompt in about 40 KB of gzip: over the default
+		// --max-request-body of 32 MiB once decoded.
+		file := filepath.Join(dir, "bomb.gz")
+		os.WriteFile(file, encodeBody(t, "gzip", []byte(chat(strings.Repeat("0", 40<<20)))), 0o644)
+		out, pid := n.run(t, nil, curl("-w", "\n%{http_code}", "-H", "Content-Type: application/json", "-H", "Content-Encoding: gzip",
+			"--data-binary", "@"+file, "https://api.openai.com/v1/chat/completions")...)
+		if !strings.HasSuffix(string(out), "\n413") || !strings.Contains(string(out), "promptrail_request_too_large") {
+			t.Fatalf("curl got %s", out)
+		}
+		r := n.record(t, "bomb", byPID(pid, "/v1/chat/completions"))
+		if r.Response == nil || r.Response.Status != 413 || r.Decision.Action != "reject" {
+			t.Errorf("record of the bomb: response %+v decision %+v", r.Response, r.Decision)
+		}
+	})
+	for _, coding := range []string{"gzip", "deflate", "br", "zstd"} {
+		for _, stream := range []bool{false, true} {
+			name := "response in " + coding
+			body := chat("e2e response")
+			if stream {
+				name += ", streamed"
+				body = strings.Replace(body, `"model"`, `"stream":true,"model"`, 1)
+			}
+			t.Run(name, func(t *testing.T) {
+				out, pid := n.run(t, nil, curl("--fail-with-body", "-N", "--compressed", "-H", "Content-Type: application/json",
+					"-H", "X-Fake-Content-Encoding: "+coding, "-H", "X-Fake-Reply: the key is "+awsKey+" ok", "-d", body,
+					"https://api.openai.com/v1/chat/completions")...)
+				if strings.Contains(string(out), awsKey) || !strings.Contains(string(out), "[MASKED:aws-access-token:") {
+					t.Fatalf("curl got %s", out)
+				}
+				r := n.record(t, name, byPID(pid, "/v1/chat/completions"))
+				checkFinding(t, r, "response", "aws-access-token")
+			})
+		}
+	}
+	t.Run("command line", func(t *testing.T) {
+		// curl's own -H "Authorization: Bearer ..." is the API key the
+		// upstream must get; in the record's command line it is masked.
+		_, pid := n.run(t, nil, curl("https://api.openai.com/v1/models")...)
+		r := n.record(t, "command line", byPID(pid, "/v1/models"))
+		if strings.Contains(r.Workload.Cmdline, apiKey) || !strings.Contains(r.Workload.Cmdline, "[MASKED:authorization-header:") {
+			t.Errorf("record cmdline %q", r.Workload.Cmdline)
+		}
+		checkFinding(t, r, "workload", "authorization-header")
+	})
+
+	for _, r := range n.fake.Server.Requests() {
+		seen := string(r.Body) + r.RawQuery + r.Header.Get("Content-Encoding")
+		for _, s := range secretsSent {
+			if strings.Contains(seen, s) {
+				t.Errorf("the upstream received a secret in %s %s: %q", r.Method, r.Path, seen)
+			}
+		}
+		if r.Header.Get("Content-Encoding") != "" || r.Header.Get("Authorization") != "Bearer "+apiKey {
+			t.Errorf("upstream headers: Content-Encoding %q, Authorization %q", r.Header.Get("Content-Encoding"), r.Header.Get("Authorization"))
+		}
+	}
+	raw, err := json.Marshal(n.collector.all(t, store.Filter{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range append(secretsSent, apiKey) {
+		if strings.Contains(string(raw), s) {
+			t.Errorf("the collector's records hold a secret: %q", s)
+		}
+	}
+}
+
+// encodeBody encodes b with a content coding, as a client that compresses
+// its requests does.
+func encodeBody(t *testing.T, coding string, b []byte) []byte {
+	t.Helper()
+	out, err := fakeopenai.Encode(coding, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
 }

@@ -139,6 +139,8 @@ func TestReadCmdline(t *testing.T) {
 		{"empty", "", ""},
 		{"cut", strings.Repeat("x", 2000), strings.Repeat("x", maxCmdline) + "…"},
 		{"cut inside a character", long, strings.Repeat("a", maxCmdline-1) + "…"},
+		{"cut inside an argument", "curl\x00-H\x00Authorization: Bearer " + strings.Repeat("k", 2000) + "\x00https://api.openai.com",
+			"curl -H …"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

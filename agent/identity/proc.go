@@ -53,7 +53,8 @@ func (r *Resolver) procFacts(o Origin) procFacts {
 }
 
 // readCmdline reads at most maxCmdline bytes of a NUL-separated command
-// line and joins the arguments with spaces; a cut one ends in "…".
+// line and joins the arguments with spaces; a cut one ends in "…" after
+// the last whole argument.
 func readCmdline(file string) string {
 	fh, err := os.Open(file)
 	if err != nil {
@@ -63,9 +64,16 @@ func readCmdline(file string) string {
 	buf := make([]byte, maxCmdline+1)
 	n, _ := io.ReadFull(fh, buf)
 	buf = buf[:n]
-	cut := n > maxCmdline
+	cut, dropped := n > maxCmdline, false
 	if cut {
 		buf = buf[:maxCmdline]
+		// Drop the argument that the cut falls into: a part of a secret
+		// passed as an argument is no longer a match for the masking
+		// rules, so it must not be kept. The first argument (the program)
+		// is kept, cut, when it alone is too long.
+		if i := bytes.LastIndexByte(buf, 0); i > 0 {
+			buf, dropped = buf[:i+1], true
+		}
 		// Do not leave half a character before the ellipsis.
 		for i := 0; i < utf8.UTFMax-1 && len(buf) > 0; i++ {
 			if r, size := utf8.DecodeLastRune(buf); r != utf8.RuneError || size != 1 {
@@ -76,7 +84,10 @@ func readCmdline(file string) string {
 	}
 	buf = bytes.TrimRight(buf, "\x00")
 	s := string(bytes.ReplaceAll(buf, []byte{0}, []byte{' '}))
-	if cut {
+	switch {
+	case dropped:
+		s += " …"
+	case cut:
 		s += "…"
 	}
 	return s

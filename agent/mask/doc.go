@@ -14,10 +14,10 @@
 //   - Masker.JSON masks the string values of a JSON document on their decoded
 //     form (so that a PEM key written with \n escapes, or "sk-" written as
 //     "\u0073k-", is found) and leaves every other byte of the document as it
-//     was: object keys, numbers, white space, key order and string values in
-//     which nothing was found are copied unchanged. Object keys are never
-//     masked (a key that holds a secret is left as it is), but a key that
-//     holds a secret is masked where it appears in a Finding's Path.
+//     was: numbers, white space, key order and strings in which nothing was
+//     found are copied unchanged. Object keys are masked as values are, and
+//     a key that holds a secret is masked where it appears in a Finding's
+//     Path.
 //   - Masker.NewStream masks text that arrives in pieces, such as the
 //     content deltas of one choice of a streamed completion. A Stream emits
 //     at once whatever cannot become part of a secret and holds back only

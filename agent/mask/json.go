@@ -12,11 +12,12 @@ import (
 // masked re-encoded: everything else (structure, object keys, key order,
 // numbers, white space, other strings and their escapes) is left
 // byte-identical, and so is the unmasked part of a masked string wherever a
-// match does not cut through an escape. Object keys are not masked. If
-// nothing is masked, masked is doc itself.
+// match does not cut through an escape. Object keys are masked as string
+// values are. If nothing is masked, masked is doc itself.
 //
 // The findings' paths name the string values ($.messages[0].content,
-// $.metadata['a key']). A document that is not valid JSON is masked as
+// $.metadata['a key']); a key's finding names its value, with the key
+// masked in the path. A document that is not valid JSON is masked as
 // plain text (with no paths) and the error wraps ErrInvalidJSON: masked is
 // then what to forward, if anything, but secrets written with escapes may
 // have been missed.
@@ -93,6 +94,10 @@ func (j *jsonMasker) object(i int) int {
 	for {
 		end := stringEnd(j.doc, i)
 		j.path = append(j.path, pathSeg{key: j.doc[i+1 : end-1]})
+		// A key is masked like a value (its finding's path is the path of
+		// its value, the key masked there): a prompt can be a map whose
+		// keys are what a user pasted.
+		j.maskString(i, end)
 		i = skipSpace(j.doc, end) // at ':'
 		i = skipSpace(j.doc, j.value(skipSpace(j.doc, i+1)))
 		j.path = j.path[:len(j.path)-1]

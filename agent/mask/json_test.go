@@ -28,7 +28,11 @@ func TestJSON(t *testing.T) {
 			{"openai-key", "$.metadata['note key']"},
 			{"openai-key", `$.metadata['a\'b'][1]`},
 		}, false},
-		{"secret_key.json", []want{{"openai-key", "$.metadata['[MASKED:openai-key:"}, {"aws-access-key", "$.s[0][0][0]"}}, false},
+		{"secret_key.json", []want{
+			{"openai-key", "$.metadata['[MASKED:openai-key:"}, // the key
+			{"openai-key", "$.metadata['[MASKED:openai-key:"}, // its value
+			{"aws-access-key", "$.s[0][0][0]"},
+		}, false},
 		{"scalar_string.json", []want{{"aws-access-key", "$"}}, false},
 	}
 	m := newTestMasker(1 << 16)
@@ -50,7 +54,7 @@ func TestJSON(t *testing.T) {
 				golden(t, strings.TrimSuffix(path, ".json")+".golden", got)
 			}
 			checkJSONMasked(t, m, doc, got)
-			checkNoSecret(t, got, jsonSecrets(t, m.d, doc, false))
+			checkNoSecret(t, got, jsonSecrets(t, m.d, doc, true))
 			if len(fs) != len(tt.findings) {
 				t.Fatalf("findings %+v\nwant %+v", fs, tt.findings)
 			}
@@ -101,9 +105,12 @@ func maskTree(m *Masker, v any) any {
 			v[i] = maskTree(m, v[i])
 		}
 	case map[string]any:
-		for k := range v {
-			v[k] = maskTree(m, v[k])
+		out := make(map[string]any, len(v))
+		for k, e := range v {
+			mk, _ := m.Text("", "", []byte(k))
+			out[string(mk)] = maskTree(m, e)
 		}
+		return out
 	}
 	return v
 }

@@ -211,18 +211,38 @@ func (d *decrypter) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	size := int64(len(body))
 	tooLarge := size > d.cfg.MaxRequestBody
 	var (
-		findings []audit.Finding
-		blockBy  string
+		findings  []audit.Finding
+		blockBy   string
+		decodeErr error
 	)
-	if d.cfg.Masker != nil && err == nil && !tooLarge {
+	if err == nil && !tooLarge {
+		// A compressed body is decoded (bounded by the same limit) and
+		// forwarded decoded, so that it can be masked and recorded; what
+		// cannot be decoded is never forwarded, nor kept in the record.
+		body, decodeErr = decodeRequest(r, body, d.cfg.MaxRequestBody)
+	}
+	if d.cfg.Masker != nil {
 		// Masked before anything else sees it: the record and the upstream
-		// get the same, masked, body.
-		body, findings, blockBy = maskRequest(d.cfg.Masker, r, body)
+		// get the same, masked, query and body.
+		findings = maskQuery(d.cfg.Masker, r.URL)
+		if err == nil && !tooLarge && decodeErr == nil {
+			var bfs []audit.Finding
+			body, bfs, decodeErr = maskRequest(d.cfg.Masker, r, body)
+			findings = append(findings, bfs...)
+		}
+		// What goes upstream decides; the command line (below) does not.
+		blockBy = blockingRule(findings)
 	}
 	who, late := d.workload(info)
+	who, wfs := d.maskWorkload(who)
+	findings = append(findings, wfs...)
 	ex := d.cfg.Recorder.Begin(r, body, int64(len(body)), d.connection(r, info), who)
 	if late != nil {
-		ex.FillWorkloadLater(late)
+		ex.FillWorkloadLater(func() (audit.Workload, bool) {
+			w, ok := late()
+			w, _ = d.maskWorkload(w)
+			return w, ok
+		})
 	}
 	ex.AddFindings(findings...)
 	switch {
@@ -235,10 +255,20 @@ func (d *decrypter) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		ex.Reject(http.StatusBadRequest, "reading the request body: "+err.Error())
 		writeAPIError(w, http.StatusBadRequest, "promptrail_bad_request", "promptrail: could not read the request body")
 		return
-	case tooLarge:
-		ex.Reject(http.StatusRequestEntityTooLarge, fmt.Sprintf("request body over the limit of %d bytes", d.cfg.MaxRequestBody))
+	case tooLarge || errors.Is(decodeErr, errDecodedTooLarge):
+		ex.Reject(http.StatusRequestEntityTooLarge, fmt.Sprintf("request body (decoded) over the limit of %d bytes", d.cfg.MaxRequestBody))
 		writeAPIError(w, http.StatusRequestEntityTooLarge, "promptrail_request_too_large",
-			fmt.Sprintf("promptrail: request body exceeds %d bytes", d.cfg.MaxRequestBody))
+			fmt.Sprintf("promptrail: request body exceeds %d bytes (after decoding its Content-Encoding); nothing was sent", d.cfg.MaxRequestBody))
+		return
+	case errors.Is(decodeErr, errUnknownEncoding):
+		ex.Reject(http.StatusUnsupportedMediaType, "request body: "+decodeErr.Error())
+		writeAPIError(w, http.StatusUnsupportedMediaType, "promptrail_unsupported_encoding",
+			"promptrail: "+decodeErr.Error()+"; the proxy decodes gzip, deflate, br and zstd; nothing was sent")
+		return
+	case decodeErr != nil:
+		ex.Reject(http.StatusBadRequest, "request body: "+decodeErr.Error())
+		writeAPIError(w, http.StatusBadRequest, "promptrail_bad_encoding",
+			"promptrail: the request body could not be decoded to check it for secrets: "+decodeErr.Error()+"; nothing was sent")
 		return
 	}
 	if !d.spool(w, r, ex) {
@@ -310,6 +340,9 @@ func (d *decrypter) modifyResponse(resp *http.Response) error {
 	if !ok {
 		return nil
 	}
+	if err := decodeResponse(resp); err != nil {
+		return err
+	}
 	if d.cfg.Masker != nil {
 		if err := maskResponse(d.cfg.Masker, resp, ec.ex.Endpoint(), d.cfg.MaxMaskedBody); err != nil {
 			return err
@@ -378,6 +411,18 @@ func (d *decrypter) workload(info *connInfo) (audit.Workload, func() (audit.Work
 			return audit.Workload{}, false
 		}
 	}
+}
+
+// maskWorkload masks the command line of the process behind a request
+// before it is recorded: secrets are passed as arguments (curl -H
+// "Authorization: Bearer ...", --password=...).
+func (d *decrypter) maskWorkload(w audit.Workload) (audit.Workload, []audit.Finding) {
+	if d.cfg.Masker == nil || w.Cmdline == "" {
+		return w, nil
+	}
+	masked, fs := d.cfg.Masker.Text("workload", "cmdline", []byte(w.Cmdline))
+	w.Cmdline = string(masked)
+	return w, auditFindings(fs)
 }
 
 // writeAPIError answers in the OpenAI API's error shape, so SDKs surface

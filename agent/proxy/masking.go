@@ -2,13 +2,20 @@ package proxy
 
 import (
 	"bytes"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
 	"mime"
+	"mime/multipart"
+	"mime/quotedprintable"
 	"net/http"
+	"net/textproto"
+	"net/url"
+	"slices"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/promptrail/promptrail/agent/mask"
 	"github.com/promptrail/promptrail/agent/openai"
@@ -17,11 +24,12 @@ import (
 )
 
 // maskRequest masks the secrets in a request body before it is forwarded
-// and returns the masked body, what was found and, when a finding's rule
-// blocks, that rule.
-func maskRequest(m *mask.Masker, r *http.Request, body []byte) ([]byte, []audit.Finding, string) {
+// and returns the masked body and what was found. A body with a part it
+// cannot decode to mask (a multipart part in an unknown transfer encoding,
+// or malformed base64) is an error: it must not be forwarded.
+func maskRequest(m *mask.Masker, r *http.Request, body []byte) ([]byte, []audit.Finding, error) {
 	if len(body) == 0 {
-		return body, nil, ""
+		return body, nil, nil
 	}
 	mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	var (
@@ -30,22 +38,40 @@ func maskRequest(m *mask.Masker, r *http.Request, body []byte) ([]byte, []audit.
 	)
 	switch {
 	case mt == "multipart/form-data":
-		// Uploads are recorded as metadata only; their text fields and
-		// files go upstream as sent. Documented limitation.
-		return body, nil, ""
-	case mt == "application/json" || bytes.HasPrefix(bytes.TrimSpace(body), []byte("{")):
+		var err error
+		if masked, fs, err = maskMultipart(m, r.Header.Get("Content-Type"), body); err != nil {
+			return nil, nil, err
+		}
+	case mt == "application/x-www-form-urlencoded":
+		var form string
+		form, fs = maskFormPairs(m, string(body), "form:")
+		masked = []byte(form)
+	case mt == "application/json" || strings.HasSuffix(mt, "+json") || looksJSON(body):
 		// Invalid JSON comes back masked as text.
 		masked, fs, _ = m.JSON("request", body)
 	default:
 		masked, fs = m.Text("request", "", body)
 	}
-	out := auditFindings(fs)
-	for _, f := range out {
+	return masked, auditFindings(fs), nil
+}
+
+// looksJSON reports whether body starts like a JSON object or array, so
+// that it is masked on its decoded strings whatever its type says (a
+// secret written with \u escapes is then found).
+func looksJSON(body []byte) bool {
+	b := bytes.TrimSpace(body)
+	return len(b) > 0 && (b[0] == '{' || b[0] == '[')
+}
+
+// blockingRule returns the rule of the first finding whose action blocks
+// the request, or "".
+func blockingRule(fs []audit.Finding) string {
+	for _, f := range fs {
 		if f.Action == string(secrets.ActionBlock) {
-			return masked, out, f.Rule
+			return f.Rule
 		}
 	}
-	return masked, out, ""
+	return ""
 }
 
 func auditFindings(fs []mask.Finding) []audit.Finding {
@@ -141,3 +167,195 @@ func (t *maskedText) Close() error {
 }
 
 func (t *maskedText) AuditFindings() []audit.Finding { return auditFindings(t.st.Findings()) }
+
+// maskQuery masks u's query string (see maskFormPairs; paths "?name").
+func maskQuery(m *mask.Masker, u *url.URL) []audit.Finding {
+	q, fs := maskFormPairs(m, u.RawQuery, "?")
+	if len(fs) == 0 {
+		return nil
+	}
+	u.RawQuery, u.ForceQuery = q, false
+	return auditFindings(fs)
+}
+
+// maskFormPairs masks the names and values of URL-encoded name=value
+// pairs (a query string, a form body) on their decoded form, rewriting
+// only the pairs in which something was found. A finding's path is prefix
+// and the name, masked.
+func maskFormPairs(m *mask.Masker, raw, prefix string) (string, []mask.Finding) {
+	if raw == "" {
+		return raw, nil
+	}
+	pairs := strings.Split(raw, "&")
+	var all []mask.Finding
+	for i, p := range pairs {
+		rawK, rawV, hasV := strings.Cut(p, "=")
+		k, errK := url.QueryUnescape(rawK)
+		v, errV := url.QueryUnescape(rawV)
+		if errK != nil || errV != nil {
+			// Not valid escapes: mask what is there as it is.
+			k, v = rawK, rawV
+		}
+		mk, kfs := m.Text("request", "", []byte(k))
+		path := prefix + string(mk)
+		mv, vfs := m.Text("request", path, []byte(v))
+		if len(kfs)+len(vfs) == 0 {
+			continue
+		}
+		for j := range kfs {
+			kfs[j].Path = path
+		}
+		all = append(append(all, kfs...), vfs...)
+		pairs[i] = url.QueryEscape(string(mk))
+		if hasV {
+			pairs[i] += "=" + url.QueryEscape(string(mv))
+		}
+	}
+	if len(all) == 0 {
+		return raw, nil
+	}
+	return strings.Join(pairs, "&"), all
+}
+
+// maskMultipart masks the text parts of a multipart/form-data body: every
+// field, and every file whose content is text (a text, JSON, XML or YAML
+// type, or no type and valid UTF-8); binary files are passed as sent. The
+// body is rebuilt with the same boundary and part headers only when
+// something was masked. A body that does not parse is masked whole as
+// text: nothing goes upstream unexamined; a part that cannot be decoded
+// from its transfer encoding is an error.
+func maskMultipart(m *mask.Masker, contentType string, body []byte) ([]byte, []mask.Finding, error) {
+	_, params, _ := mime.ParseMediaType(contentType)
+	boundary := params["boundary"]
+	if boundary == "" {
+		masked, fs := m.Text("request", "", body)
+		return masked, fs, nil
+	}
+	type part struct {
+		header  textproto.MIMEHeader
+		content []byte
+	}
+	var (
+		parts   []part
+		fs      []mask.Finding
+		changed bool
+	)
+	r := multipart.NewReader(bytes.NewReader(body), boundary)
+	for {
+		p, err := r.NextRawPart()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			masked, fs := m.Text("request", "", body)
+			return masked, fs, nil
+		}
+		content, err := io.ReadAll(p)
+		if err != nil {
+			masked, fs := m.Text("request", "", body)
+			return masked, fs, nil
+		}
+		plain, encoded, err := transferDecoded(p.Header, content)
+		if err != nil {
+			return nil, nil, fmt.Errorf("multipart part %q: %w", p.FormName(), err)
+		}
+		if textPart(p.Header, plain) {
+			path := "multipart:" + p.FormName()
+			if fn := p.FileName(); fn != "" {
+				path += ":" + fn
+			}
+			var pfs []mask.Finding
+			ct, _, _ := mime.ParseMediaType(p.Header.Get("Content-Type"))
+			if ct == "application/json" {
+				plain, pfs, _ = m.JSON("request", plain)
+				for i := range pfs {
+					pfs[i].Path = path + strings.TrimPrefix(pfs[i].Path, "$")
+				}
+			} else {
+				plain, pfs = m.Text("request", path, plain)
+			}
+			if len(pfs) > 0 {
+				// A masked part goes as it was decoded, without its
+				// transfer encoding.
+				changed, content = true, plain
+				if encoded {
+					p.Header.Del("Content-Transfer-Encoding")
+				}
+			}
+			fs = append(fs, pfs...)
+		}
+		parts = append(parts, part{p.Header, content})
+	}
+	if len(parts) == 0 {
+		masked, fs := m.Text("request", "", body)
+		return masked, fs, nil
+	}
+	if !changed {
+		return body, nil, nil
+	}
+	var out bytes.Buffer
+	for _, p := range parts {
+		out.WriteString("--" + boundary + "\r\n")
+		keys := make([]string, 0, len(p.header))
+		for k := range p.header {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		for _, k := range keys {
+			for _, v := range p.header[k] {
+				out.WriteString(k + ": " + v + "\r\n")
+			}
+		}
+		out.WriteString("\r\n")
+		out.Write(p.content)
+		out.WriteString("\r\n")
+	}
+	out.WriteString("--" + boundary + "--\r\n")
+	return out.Bytes(), fs, nil
+}
+
+// transferDecoded returns a part's content decoded from its
+// Content-Transfer-Encoding (RFC 2045: base64, quoted-printable), and
+// whether it was encoded. RFC 7578 deprecates the header for form data,
+// but a client may still send it, and a secret in base64 would pass
+// unseen. An unknown encoding is an error.
+func transferDecoded(h textproto.MIMEHeader, content []byte) ([]byte, bool, error) {
+	switch cte := strings.ToLower(strings.TrimSpace(h.Get("Content-Transfer-Encoding"))); cte {
+	case "", "7bit", "8bit", "binary":
+		return content, false, nil
+	case "base64":
+		out := make([]byte, base64.StdEncoding.DecodedLen(len(content)))
+		n, err := base64.StdEncoding.Decode(out, content) // ignores line breaks
+		if err != nil {
+			return nil, true, fmt.Errorf("base64 content: %w", err)
+		}
+		return out[:n], true, nil
+	case "quoted-printable":
+		out, err := io.ReadAll(quotedprintable.NewReader(bytes.NewReader(content)))
+		if err != nil {
+			return nil, true, fmt.Errorf("quoted-printable content: %w", err)
+		}
+		return out, true, nil
+	default:
+		return nil, false, fmt.Errorf("unknown Content-Transfer-Encoding %q", cte)
+	}
+}
+
+// textPart reports whether a part is text that masking applies to: a
+// field, or a file of a textual type, or of no type and valid UTF-8.
+func textPart(h textproto.MIMEHeader, content []byte) bool {
+	_, params, err := mime.ParseMediaType(h.Get("Content-Disposition"))
+	if _, isFile := params["filename"]; err != nil || !isFile {
+		return true
+	}
+	ct, _, err := mime.ParseMediaType(h.Get("Content-Type"))
+	switch {
+	case err != nil || ct == "" || ct == "application/octet-stream":
+		return utf8.Valid(content)
+	case strings.HasPrefix(ct, "text/"), strings.HasSuffix(ct, "+json"), strings.HasSuffix(ct, "+xml"),
+		ct == "application/json", ct == "application/x-ndjson", ct == "application/jsonl",
+		ct == "application/xml", ct == "application/yaml", ct == "application/x-yaml", ct == "application/javascript":
+		return true
+	}
+	return false
+}

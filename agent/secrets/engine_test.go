@@ -54,8 +54,8 @@ func TestRules(t *testing.T) {
 	if want := len(gitleaksRuleIDs(t)) - 1; bySource["gitleaks"] != want { // minus the path-only pkcs12-file
 		t.Errorf("%d gitleaks rules, want %d", bySource["gitleaks"], want)
 	}
-	if bySource["promptrail"] != 5 {
-		t.Errorf("%d promptrail rules, want 5", bySource["promptrail"])
+	if bySource["promptrail"] != 8 {
+		t.Errorf("%d promptrail rules, want 8", bySource["promptrail"])
 	}
 }
 

@@ -36,6 +36,9 @@
 //	X-Fake-Large: N                reply text of exactly N bytes (ASCII)
 //	X-Fake-Tool-Call: name         answer with a call of function "name"
 //	X-Fake-Should-Retry: true|false  set the x-should-retry response header
+//	X-Fake-Content-Encoding: gzip|deflate|deflate-raw|br|zstd
+//	                               encode the answer so, whatever the client
+//	                               accepts (deflate-raw: RFC 1951 as deflate)
 //
 // Both SDKs retry 408, 409, 429 and 5xx answers by default (twice, with
 // backoff starting near 0.5s), so tests that provoke errors should set the
@@ -332,6 +335,15 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
+	if c := strings.TrimSpace(r.Header.Get("X-Fake-Content-Encoding")); c != "" {
+		enc, err := newEncoder(c, w)
+		if err != nil {
+			writeError(w, badHeader("X-Fake-Content-Encoding", c))
+			return
+		}
+		defer enc.Close()
+		w = &encodingWriter{ResponseWriter: w, coding: c, enc: enc}
+	}
 	x := &exchange{s: s, w: w, r: r, body: body, o: o}
 	switch path := r.URL.Path; {
 	case path == "/v1/chat/completions" && r.Method == http.MethodPost:
