@@ -31,7 +31,7 @@ func newMetrics(s *Spool) *metrics {
 	records := func(state string, f func(Stats) int) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name:        "promptrail_spool_records",
-			Help:        "Records in the spool: pending (begun, not finished) or queued (sealed, not acknowledged).",
+			Help:        "Records in the spool: pending (begun, not finished), queued (sealed, not acknowledged) or rejected (refused by the collector for good, kept aside).",
 			ConstLabels: prometheus.Labels{"state": state},
 		}, func() float64 { return float64(f(s.Stats())) })
 	}
@@ -40,6 +40,7 @@ func newMetrics(s *Spool) *metrics {
 		m.writeErrors,
 		records("pending", func(st Stats) int { return st.Pending }),
 		records("queued", func(st Stats) int { return st.Queued }),
+		records("rejected", func(st Stats) int { return st.Rejected }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "promptrail_spool_bytes",
 			Help: "Size of the records in the spool, pending and queued.",

@@ -17,6 +17,10 @@
 //	                     so that key order is seq order
 //	h                    chain head: JSON {"seq":…,"hash":…} of the last
 //	                     sealed record, written in the same transaction
+//	r/<seq, 8 bytes BE>  a sealed record the collector refused for good:
+//	                     JSON {"code","reason","time","record"}, kept (and
+//	                     counted in the spool's bytes) until an operator
+//	                     deals with it, never sent again
 package spool
 
 import (
@@ -98,6 +102,8 @@ type Stats struct {
 	Bytes int64
 	// Oldest is the Start of the oldest queued record; zero if none.
 	Oldest time.Time
+	// Rejected counts records the collector refused for good, kept aside.
+	Rejected int
 }
 
 // OldestAge is how long the oldest queued record has waited since its
@@ -145,6 +151,8 @@ type Spool struct {
 	sealed atomic.Uint64
 	acked  atomic.Uint64
 	bytes  atomic.Int64
+	// rejected counts the r/ keys.
+	rejected atomic.Int64
 
 	pendMu  sync.Mutex
 	pending map[string]int // id → size of its p/ value
@@ -265,10 +273,11 @@ func (s *Spool) Stats() Stats {
 	acked := s.acked.Load()
 	sealed := s.sealed.Load()
 	return Stats{
-		Pending: pending,
-		Queued:  int(sealed - acked),
-		Bytes:   s.bytes.Load(),
-		Oldest:  s.oldestStart(acked+1, sealed),
+		Pending:  pending,
+		Queued:   int(sealed - acked),
+		Bytes:    s.bytes.Load(),
+		Oldest:   s.oldestStart(acked+1, sealed),
+		Rejected: int(s.rejected.Load()),
 	}
 }
 

@@ -1,0 +1,105 @@
+package spool
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// Rejected is a record the collector refused for good, as kept aside.
+type Rejected struct {
+	Seq    uint64          `json:"-"`
+	Code   string          `json:"code"`
+	Reason string          `json:"reason"`
+	Time   time.Time       `json:"time"`
+	Record json.RawMessage `json:"record"`
+}
+
+// Reject moves the queued record seq aside: the collector will never take
+// it (code and reason say why), so it must not hold up the records behind
+// it, and it must not be lost either. It stays in the spool, counted in
+// its bytes and in Stats.Rejected, until an operator removes it; the
+// collector's chain shows the gap meanwhile. Rejecting a record no longer
+// queued (acknowledged, or rejected already) is not an error.
+func (s *Spool) Reject(ctx context.Context, seq uint64, code, reason string) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("spool: rejecting record %d: %w", seq, err)
+	}
+	s.closeMu.RLock()
+	defer s.closeMu.RUnlock()
+	if s.closed {
+		return fmt.Errorf("spool: rejecting record %d: %w", seq, ErrClosed)
+	}
+	// Ack deletes queue keys too; serialised with it, the key read here
+	// is still there when the transaction commits.
+	s.ackMu.Lock()
+	defer s.ackMu.Unlock()
+	var delta int64
+	moved := false
+	err := s.db.Update(func(txn *badger.Txn) error {
+		item, err := txn.Get(queueKey(seq))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return nil
+		} else if err != nil {
+			return err
+		}
+		data, err := item.ValueCopy(nil)
+		if err != nil {
+			return err
+		}
+		v, err := json.Marshal(Rejected{Code: code, Reason: reason, Time: time.Now().UTC(), Record: data})
+		if err != nil {
+			return err
+		}
+		if err := txn.Set(rejectKey(seq), v); err != nil {
+			return err
+		}
+		delta, moved = int64(len(v)-len(data)), true
+		return txn.Delete(queueKey(seq))
+	})
+	if err != nil {
+		s.metrics.writeErrors.Inc()
+		return fmt.Errorf("spool: moving record %d aside in %s (is the disk full or failing?): %w", seq, s.db.Opts().Dir, err)
+	}
+	if moved {
+		s.bytes.Add(delta)
+		s.rejected.Add(1)
+	}
+	return nil
+}
+
+// RejectedRecords returns the records kept aside by Reject, oldest first.
+func (s *Spool) RejectedRecords(ctx context.Context) ([]Rejected, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("spool: reading rejected records: %w", err)
+	}
+	s.closeMu.RLock()
+	defer s.closeMu.RUnlock()
+	if s.closed {
+		return nil, fmt.Errorf("spool: reading rejected records: %w", ErrClosed)
+	}
+	var out []Rejected
+	err := s.db.View(func(txn *badger.Txn) error {
+		opts := badger.DefaultIteratorOptions
+		opts.Prefix = rejectPrefix
+		it := txn.NewIterator(opts)
+		defer it.Close()
+		for it.Seek(rejectPrefix); it.ValidForPrefix(rejectPrefix); it.Next() {
+			var r Rejected
+			if err := it.Item().Value(func(v []byte) error { return json.Unmarshal(v, &r) }); err != nil {
+				return fmt.Errorf("reading %q: %w", it.Item().Key(), err)
+			}
+			r.Seq = seqOf(it.Item().Key(), rejectPrefix)
+			out = append(out, r)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("spool: reading rejected records in %s: %w", s.db.Opts().Dir, err)
+	}
+	return out, nil
+}
