@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 
 	"github.com/promptrail/promptrail/audit"
 )
@@ -46,6 +47,10 @@ func (s *Spool) Begin(ctx context.Context, r *audit.Record) error {
 	if s.closed {
 		return fmt.Errorf("spool: record %s not stored: %w", r.ID, ErrClosed)
 	}
+	if s.db == nil {
+		s.metrics.full.Inc()
+		return fmt.Errorf("spool: record %s not stored: the spool's disk was full at start and has no room yet: %w", r.ID, ErrFull)
+	}
 	// Reserve the space first, so that concurrent Begins cannot together
 	// overshoot the limit.
 	size := int64(len(data))
@@ -84,6 +89,9 @@ func (s *Spool) Finish(ctx context.Context, r *audit.Record) error {
 	defer s.closeMu.RUnlock()
 	if s.closed {
 		return fmt.Errorf("spool: record %s not sealed: %w", r.ID, ErrClosed)
+	}
+	if s.db == nil {
+		return fmt.Errorf("spool: record %s not sealed: the spool's disk was full at start and has no room yet: %w", r.ID, ErrFull)
 	}
 	req := &writeReq{rec: *r, done: make(chan error, 1)}
 	// The committer drains writeCh until Close, which waits for us.
@@ -124,6 +132,14 @@ func (s *Spool) commitLoop() {
 // answering each request.
 func (s *Spool) commitGroup(reqs []*writeReq) {
 	next := s.head
+	// One look at the disk for the group; each write accepted takes its
+	// share of what is free. A record may be written twice (log and value
+	// log), so it counts twice.
+	avail, err := room(s.cfg.Dir)
+	if err != nil {
+		s.log.Warn("spool cannot tell its free disk space; writing all the same", "err", err)
+		avail = math.MaxInt64 / 2
+	}
 	var chunk []*writeReq
 	chunkBytes := 0
 	flush := func() {
@@ -145,6 +161,23 @@ func (s *Spool) commitGroup(reqs []*writeReq) {
 				req.done <- err
 				continue
 			}
+		}
+		// Finish may go deeper into the reserve than Begin: it ends an
+		// exchange already under way, and replaces its pending copy.
+		need, keep, what := 2*int64(len(req.data)), s.reserve, "record "+req.rec.ID
+		if !req.begin {
+			keep /= 2
+		}
+		if avail-need < keep {
+			if !req.begin {
+				s.log.Error("record not sealed: the spool's disk is full; its pending copy, if any, is sealed incomplete at the next start",
+					"id", req.rec.ID)
+			}
+			req.done <- s.spaceError(what, avail, need, keep)
+			continue
+		}
+		avail -= need
+		if !req.begin {
 			next = chainHead{Seq: req.rec.Seq, Hash: req.rec.Hash}
 		}
 		chunk = append(chunk, req)
@@ -190,6 +223,9 @@ func (s *Spool) commitChunk(chunk []*writeReq, head chainHead) error {
 
 	if err := s.writeChunk(chunk, pendSizes, head); err != nil {
 		s.metrics.writeErrors.Inc()
+		if isNoSpace(err) {
+			err = fmt.Errorf("%w: %w", ErrFull, err)
+		}
 		return fmt.Errorf("spool: committing %d records (first %s) to %s (is the disk full or failing?): %w",
 			len(chunk), chunk[0].rec.ID, s.db.Opts().Dir, err)
 	}

@@ -12,6 +12,7 @@ import (
 // the gauges read Stats when scraped, so they are never stale.
 type metrics struct {
 	full        prometheus.Counter
+	diskFull    prometheus.Counter
 	writeErrors prometheus.Counter
 	all         []prometheus.Collector
 	reg         prometheus.Registerer
@@ -22,6 +23,10 @@ func newMetrics(s *Spool) *metrics {
 		full: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "promptrail_spool_full_total",
 			Help: "Records Begin refused because the spool was at its size limit.",
+		}),
+		diskFull: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "promptrail_spool_disk_full_total",
+			Help: "Spool writes refused because the spool's disk had less free space than the reserve (--spool-reserve-bytes).",
 		}),
 		writeErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "promptrail_spool_write_errors_total",
@@ -37,6 +42,7 @@ func newMetrics(s *Spool) *metrics {
 	}
 	m.all = []prometheus.Collector{
 		m.full,
+		m.diskFull,
 		m.writeErrors,
 		records("pending", func(st Stats) int { return st.Pending }),
 		records("queued", func(st Stats) int { return st.Queued }),

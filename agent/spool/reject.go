@@ -34,6 +34,12 @@ func (s *Spool) Reject(ctx context.Context, seq uint64, code, reason string) err
 	if s.closed {
 		return fmt.Errorf("spool: rejecting record %d: %w", seq, ErrClosed)
 	}
+	if s.db == nil {
+		return fmt.Errorf("spool: rejecting record %d: not open yet (disk full): %w", seq, ErrFull)
+	}
+	if err := s.checkRoom(fmt.Sprintf("moving record %d aside", seq), ackSlack, 0); err != nil {
+		return err
+	}
 	// Ack deletes queue keys too; serialised with it, the key read here
 	// is still there when the transaction commits.
 	s.ackMu.Lock()
@@ -82,24 +88,39 @@ func (s *Spool) RejectedRecords(ctx context.Context) ([]Rejected, error) {
 	if s.closed {
 		return nil, fmt.Errorf("spool: reading rejected records: %w", ErrClosed)
 	}
+	if s.db == nil {
+		return nil, nil
+	}
 	var out []Rejected
 	err := s.db.View(func(txn *badger.Txn) error {
-		opts := badger.DefaultIteratorOptions
-		opts.Prefix = rejectPrefix
-		it := txn.NewIterator(opts)
-		defer it.Close()
-		for it.Seek(rejectPrefix); it.ValidForPrefix(rejectPrefix); it.Next() {
+		return eachRejected(txn, func(key, v []byte) error {
 			var r Rejected
-			if err := it.Item().Value(func(v []byte) error { return json.Unmarshal(v, &r) }); err != nil {
-				return fmt.Errorf("reading %q: %w", it.Item().Key(), err)
+			if err := json.Unmarshal(v, &r); err != nil {
+				return fmt.Errorf("reading %q: %w", key, err)
 			}
-			r.Seq = seqOf(it.Item().Key(), rejectPrefix)
+			r.Seq = seqOf(key, rejectPrefix)
 			out = append(out, r)
-		}
-		return nil
+			return nil
+		})
 	})
 	if err != nil {
 		return nil, fmt.Errorf("spool: reading rejected records in %s: %w", s.db.Opts().Dir, err)
 	}
 	return out, nil
+}
+
+// eachRejected calls fn with every r/ key and its value, both valid only
+// during the call.
+func eachRejected(txn *badger.Txn, fn func(key, value []byte) error) error {
+	opts := badger.DefaultIteratorOptions
+	opts.Prefix = rejectPrefix
+	it := txn.NewIterator(opts)
+	defer it.Close()
+	for it.Seek(rejectPrefix); it.ValidForPrefix(rejectPrefix); it.Next() {
+		item := it.Item()
+		if err := item.Value(func(v []byte) error { return fn(item.Key(), v) }); err != nil {
+			return err
+		}
+	}
+	return nil
 }

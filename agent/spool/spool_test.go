@@ -458,8 +458,8 @@ promptrail_spool_records{state="rejected"} 0
 		"promptrail_spool_full_total", "promptrail_spool_limit_bytes", "promptrail_spool_records"); err != nil {
 		t.Error(err)
 	}
-	if n, err := testutil.GatherAndCount(reg); err != nil || n != 8 {
-		t.Errorf("%d metrics gathered (%v), want 8", n, err)
+	if n, err := testutil.GatherAndCount(reg); err != nil || n != 9 {
+		t.Errorf("%d metrics gathered (%v), want 9", n, err)
 	}
 	// Closing unregisters, so the spool can be opened again in-process.
 	s.Close()

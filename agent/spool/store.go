@@ -66,6 +66,14 @@ func (s *Spool) load() error {
 		item, err := txn.Get(headKey)
 		switch {
 		case errors.Is(err, badger.ErrKeyNotFound):
+			// Perhaps a crash cut a reclaim short: it saved the head.
+			h, ok, err := loadHeadFile(s.cfg.Dir)
+			if err != nil {
+				return err
+			}
+			if ok {
+				s.head = h
+			}
 		case err != nil:
 			return err
 		default:
