@@ -46,17 +46,32 @@ const (
 // room returns the bytes free on dir's filesystem for unprivileged
 // writers, less the debt of Badger's mapped files in dir.
 func room(dir string) (int64, error) {
+	r, _, err := usage(dir)
+	return r, err
+}
+
+// usage is room, and the disk space the files in dir take.
+func usage(dir string) (room, used int64, err error) {
 	var st unix.Statfs_t
 	if err := unix.Statfs(dir, &st); err != nil {
-		return 0, fmt.Errorf("spool: free space of %s: %w", dir, err)
+		return 0, 0, fmt.Errorf("spool: free space of %s: %w", dir, err)
 	}
 	free := int64(st.Bavail) * st.Bsize
 	entries, err := os.ReadDir(dir)
 	if err != nil {
-		return 0, fmt.Errorf("spool: listing %s: %w", dir, err)
+		return 0, 0, fmt.Errorf("spool: listing %s: %w", dir, err)
 	}
 	var debt int64
 	for _, e := range entries {
+		info, err := e.Info()
+		if err != nil {
+			continue // removed meanwhile: no debt
+		}
+		st, ok := info.Sys().(*syscall.Stat_t)
+		if !ok {
+			continue
+		}
+		used += st.Blocks * 512
 		var limit int64
 		switch filepath.Ext(e.Name()) {
 		case ".mem":
@@ -66,19 +81,11 @@ func room(dir string) (int64, error) {
 		default:
 			continue
 		}
-		info, err := e.Info()
-		if err != nil {
-			continue // removed meanwhile: no debt
-		}
-		st, ok := info.Sys().(*syscall.Stat_t)
-		if !ok {
-			continue
-		}
 		if d := min(info.Size(), limit) - st.Blocks*512; d > 0 {
 			debt += d
 		}
 	}
-	return free - debt, nil
+	return free - debt, used, nil
 }
 
 // isNoSpace reports whether err says the disk is full.
@@ -130,7 +137,10 @@ func (s *Spool) reclaimIfEmpty() {
 	if s.Stats().Queued != 0 {
 		return
 	}
-	if r, err := room(s.cfg.Dir); err != nil || r >= 2*s.reserve {
+	// Only when the disk is short and the spool's files are much of the
+	// reason: an emptied spool takes a few MiB, and dropping it again
+	// after every batch would give nothing back.
+	if r, used, err := usage(s.cfg.Dir); err != nil || r >= 2*s.reserve || used < s.reserve/2 {
 		return
 	}
 	s.closeMu.Lock() // waits for Begins and Finishes in flight
