@@ -77,10 +77,12 @@ func (s *Spool) Begin(ctx context.Context, r *audit.Record) error {
 // spool's AgentID if r has none) and queues it for shipping, replacing its
 // pending copy in the same transaction. r need not have been begun: a
 // request refused before it went upstream is recorded with Finish alone.
-// Finish is never refused for size, and a cancelled ctx does not abandon
-// it: the exchange a cancelled request context ends is exactly one that
-// must be recorded. Only storage errors and Close make it fail; r is left
-// unchanged then.
+// Finish is never refused for the spool's size limit, and a cancelled ctx
+// does not abandon it: the exchange a cancelled request context ends is
+// exactly one that must be recorded. Storage errors, Close and a disk
+// with less than half the reserve free (an error wrapping ErrFull; a
+// begun record's pending copy stays, sealed incomplete at the next start)
+// make it fail; r is left unchanged then.
 func (s *Spool) Finish(ctx context.Context, r *audit.Record) error {
 	if r.ID == "" {
 		return errors.New("spool: record has no ID; set it with audit.NewID")
