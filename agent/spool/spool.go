@@ -289,6 +289,11 @@ func (s *Spool) openDB() error {
 		s.db = nil
 		return errors.Join(err, db.Close())
 	}
+	if n := s.rejected.Load(); n > 0 {
+		// Every start says so again, until an operator has dealt with them.
+		s.log.Warn("records the collector refused for good are kept aside in the spool; the collector's chain shows them as gaps",
+			"records", n, "dir", s.cfg.Dir)
+	}
 	s.started = true
 	go s.commitLoop()
 	go s.gcLoop()
