@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
+	"os"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -12,7 +14,8 @@ import (
 
 // Rejected is a record the collector refused for good, as kept aside.
 type Rejected struct {
-	Seq    uint64          `json:"-"`
+	Seq    uint64          `json:"seq"`
+	ID     string          `json:"id"`
 	Code   string          `json:"code"`
 	Reason string          `json:"reason"`
 	Time   time.Time       `json:"time"`
@@ -57,7 +60,8 @@ func (s *Spool) Reject(ctx context.Context, seq uint64, code, reason string) err
 		if err != nil {
 			return err
 		}
-		v, err := json.Marshal(Rejected{Code: code, Reason: reason, Time: time.Now().UTC(), Record: data})
+		id, _, _ := entryMeta(data)
+		v, err := json.Marshal(Rejected{Seq: seq, ID: id, Code: code, Reason: reason, Time: time.Now().UTC(), Record: data})
 		if err != nil {
 			return err
 		}
@@ -91,18 +95,7 @@ func (s *Spool) RejectedRecords(ctx context.Context) ([]Rejected, error) {
 	if s.db == nil {
 		return nil, nil
 	}
-	var out []Rejected
-	err := s.db.View(func(txn *badger.Txn) error {
-		return eachRejected(txn, func(key, v []byte) error {
-			var r Rejected
-			if err := json.Unmarshal(v, &r); err != nil {
-				return fmt.Errorf("reading %q: %w", key, err)
-			}
-			r.Seq = seqOf(key, rejectPrefix)
-			out = append(out, r)
-			return nil
-		})
-	})
+	out, err := readRejected(ctx, s.db)
 	if err != nil {
 		return nil, fmt.Errorf("spool: reading rejected records in %s: %w", s.db.Opts().Dir, err)
 	}
@@ -123,4 +116,46 @@ func eachRejected(txn *badger.Txn, fn func(key, value []byte) error) error {
 		}
 	}
 	return nil
+}
+
+// ReadRejected returns the records kept aside in the spool in dir, which
+// no agent may be using (Badger locks it): it opens Badger read-only, so
+// that looking changes nothing, not even the pending records a crash left.
+func ReadRejected(ctx context.Context, dir string, logger *slog.Logger) ([]Rejected, error) {
+	if logger == nil {
+		logger = slog.Default()
+	}
+	if _, err := os.Stat(dir); err != nil {
+		return nil, fmt.Errorf("spool: %w", err)
+	}
+	db, err := badger.Open(badgerOptions(Config{Dir: dir, Logger: logger}).WithReadOnly(true))
+	if err != nil {
+		return nil, fmt.Errorf("spool: opening %s read-only (stop the agent that uses it first): %w", dir, err)
+	}
+	defer db.Close()
+	out, err := readRejected(ctx, db)
+	if err != nil {
+		return nil, fmt.Errorf("spool: reading rejected records in %s: %w", dir, err)
+	}
+	return out, nil
+}
+
+func readRejected(ctx context.Context, db *badger.DB) ([]Rejected, error) {
+	var out []Rejected
+	err := db.View(func(txn *badger.Txn) error {
+		return eachRejected(txn, func(key, v []byte) error {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			var r Rejected
+			if err := json.Unmarshal(v, &r); err != nil {
+				return fmt.Errorf("reading %q: %w", key, err)
+			}
+			r.Seq = seqOf(key, rejectPrefix)
+			r.ID, _, _ = entryMeta(r.Record) // "" if unreadable: the record is there all the same
+			out = append(out, r)
+			return nil
+		})
+	})
+	return out, err
 }

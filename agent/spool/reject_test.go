@@ -76,3 +76,42 @@ func equal(a, b []uint64) bool {
 	}
 	return true
 }
+
+func TestReadRejectedWhileNoAgentRuns(t *testing.T) {
+	dir := t.TempDir()
+	s := openSpool(t, Config{Dir: dir})
+	ctx := context.Background()
+	for range 3 {
+		beginFinish(t, s, newRecord(100))
+	}
+	if err := s.Reject(ctx, 2, "clock_skew", "start is 9 days off"); err != nil {
+		t.Fatal(err)
+	}
+	pending := newRecord(10)
+	if err := s.Begin(ctx, pending); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ReadRejected(ctx, dir, quietLogger()); err == nil {
+		t.Error("ReadRejected opened a spool an agent is using")
+	}
+	s.Close()
+
+	for range 2 { // reading changes nothing, so it reads the same twice
+		rej, err := ReadRejected(ctx, dir, quietLogger())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(rej) != 1 || rej[0].Seq != 2 || rej[0].Code != "clock_skew" {
+			t.Fatalf("ReadRejected = %+v, want seq 2 refused for clock_skew", rej)
+		}
+	}
+	s = openSpool(t, Config{Dir: dir})
+	var seqs []uint64
+	for _, r := range drain(t, s) {
+		seqs = append(seqs, r.Seq)
+	}
+	if want := []uint64{1, 3, 4}; !equal(seqs, want) || s.Stats().Rejected != 1 {
+		t.Errorf("after reading, the spool queues seqs %v (want %v: the pending record sealed by this start) and %d rejected (want 1)",
+			seqs, want, s.Stats().Rejected)
+	}
+}

@@ -18,7 +18,7 @@
 //	h                    chain head: JSON {"seq":…,"hash":…} of the last
 //	                     sealed record, written in the same transaction
 //	r/<seq, 8 bytes BE>  a sealed record the collector refused for good:
-//	                     JSON {"code","reason","time","record"}, kept (and
+//	                     JSON {"seq","id","code","reason","time","record"}, kept (and
 //	                     counted in the spool's bytes) until an operator
 //	                     deals with it, never sent again
 package spool
