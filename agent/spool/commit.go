@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"math"
 
+	"github.com/dgraph-io/badger/v4"
+
 	"github.com/promptrail/promptrail/audit"
 )
 
@@ -172,8 +174,14 @@ func (s *Spool) commitGroup(reqs []*writeReq) {
 		}
 		if avail-need < keep {
 			if !req.begin {
-				s.log.Error("record not sealed: the spool's disk is full; its pending copy, if any, is sealed incomplete at the next start",
-					"id", req.rec.ID)
+				s.pendMu.Lock()
+				_, begun := s.pending[req.rec.ID]
+				if begun {
+					s.orphans[req.rec.ID] = true
+				}
+				s.pendMu.Unlock()
+				s.log.Error("record not sealed: the spool's disk is full; its pending copy, if any, is sealed incomplete once there is room",
+					"id", req.rec.ID, "pending_copy", begun)
 			}
 			req.done <- s.spaceError(what, avail, need, keep)
 			continue
@@ -291,4 +299,64 @@ func (s *Spool) writeChunk(chunk []*writeReq, pendSizes []int, head chainHead) e
 		}
 	}
 	return txn.Commit()
+}
+
+// orphanError is the Error of a record sealed from its pending copy after
+// a full disk refused its Finish.
+const orphanError = "the spool's disk was full when the exchange finished; what it returned is not on record"
+
+// sealOrphans seals the pending copies of records whose Finish a full
+// disk refused, marked incomplete, so that they ship without waiting for
+// a restart. Records still refused stay orphans for the next call.
+func (s *Spool) sealOrphans() {
+	s.pendMu.Lock()
+	ids := make([]string, 0, len(s.orphans))
+	for id := range s.orphans {
+		ids = append(ids, id)
+	}
+	s.pendMu.Unlock()
+	if len(ids) == 0 {
+		return
+	}
+	s.closeMu.RLock()
+	defer s.closeMu.RUnlock()
+	if s.closed || s.db == nil {
+		return
+	}
+	for _, id := range ids {
+		var data []byte
+		err := s.db.View(func(txn *badger.Txn) error {
+			item, err := txn.Get(pendingKey(id))
+			if err != nil {
+				return err
+			}
+			data, err = item.ValueCopy(nil)
+			return err
+		})
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			s.forgetOrphan(id) // finished after all
+			continue
+		}
+		if err != nil {
+			s.log.Warn("spool cannot read a pending record to seal it", "id", id, "err", err)
+			continue
+		}
+		rec := recovered(id, data)
+		if rec.Error == recoveredError {
+			rec.Error = orphanError
+		}
+		req := &writeReq{rec: rec, done: make(chan error, 1)}
+		s.writeCh <- req
+		if err := <-req.done; err != nil {
+			return // still no room; the next call tries again
+		}
+		s.forgetOrphan(id)
+		s.log.Info("sealed a record whose end a full disk kept off the record, marked incomplete", "id", id)
+	}
+}
+
+func (s *Spool) forgetOrphan(id string) {
+	s.pendMu.Lock()
+	delete(s.orphans, id)
+	s.pendMu.Unlock()
 }

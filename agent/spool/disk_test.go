@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/promptrail/promptrail/audit"
 	"github.com/promptrail/promptrail/internal/kerneltest"
 )
 
@@ -20,10 +21,12 @@ func TestFullDiskIsAFullSpool(t *testing.T) {
 	dir := filepath.Join(kerneltest.Tmpfs(t, 192<<20), "spool")
 	s := openSpool(t, Config{Dir: dir, OpenRetry: 20 * time.Millisecond})
 
-	// An exchange under way while the disk fills.
-	inflight := newRecord(100)
-	if err := s.Begin(ctx, inflight); err != nil {
-		t.Fatal(err)
+	// Exchanges under way while the disk fills.
+	inflight, orphan := newRecord(100), newRecord(100)
+	for _, r := range []*audit.Record{inflight, orphan} {
+		if err := s.Begin(ctx, r); err != nil {
+			t.Fatal(err)
+		}
 	}
 	// Records of 1 MiB until the reserve stops them: refused as a full
 	// spool, never a crash.
@@ -51,12 +54,28 @@ func TestFullDiskIsAFullSpool(t *testing.T) {
 	if err := s.Finish(ctx, inflight); err != nil {
 		t.Errorf("Finish inside the reserve: %v", err)
 	}
+	// On a disk full to the last block, it cannot; once there is room,
+	// its pending copy is sealed, marked incomplete, without a restart.
+	filler := kerneltest.FillDisk(t, filepath.Dir(dir))
+	if err := s.Finish(ctx, orphan); !errors.Is(err, ErrFull) {
+		t.Fatalf("Finish on a full disk: %v, want ErrFull", err)
+	}
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	s.sealOrphans()
+	if st := s.Stats(); st.Pending != 0 || st.Queued != sealed+2 {
+		t.Fatalf("Stats after sealing the orphan = %+v, want nothing pending and %d queued", st, sealed+2)
+	}
+	if recs := drain(t, s); !recs[len(recs)-1].Incomplete || recs[len(recs)-1].ID != orphan.ID || recs[len(recs)-1].Error != orphanError {
+		t.Errorf("last record %+v; want the orphan, incomplete, saying why", recs[len(recs)-1])
+	}
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
 
 	// Something else fills the disk; the agent restarts on it.
-	filler := kerneltest.FillDisk(t, filepath.Dir(dir))
+	filler = kerneltest.FillDisk(t, filepath.Dir(dir))
 	s = openSpool(t, Config{Dir: dir, OpenRetry: 20 * time.Millisecond})
 	if err := s.Begin(ctx, newRecord(10)); !errors.Is(err, ErrFull) {
 		t.Fatalf("Begin on a full disk: %v, want ErrFull", err)
@@ -74,11 +93,11 @@ func TestFullDiskIsAFullSpool(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("the spool did not open within 30s of space returning")
 	}
-	if st := s.Stats(); st.Queued != sealed+1 {
-		t.Errorf("Stats after space returned = %+v, want %d queued", st, sealed+1)
+	if st := s.Stats(); st.Queued != sealed+2 {
+		t.Errorf("Stats after space returned = %+v, want %d queued", st, sealed+2)
 	}
 	// The collector takes them all: the disk space they held comes back.
-	if err := s.Ack(ctx, uint64(sealed+1)); err != nil {
+	if err := s.Ack(ctx, uint64(sealed+2)); err != nil {
 		t.Fatal(err)
 	}
 	if st := s.Stats(); st.Bytes != 0 {
@@ -91,8 +110,8 @@ func TestFullDiskIsAFullSpool(t *testing.T) {
 	}
 	r := newRecord(10)
 	beginFinish(t, s, r)
-	if r.Seq != uint64(sealed+2) || r.PrevHash == "" {
-		t.Errorf("the next record has seq %d, want %d", r.Seq, sealed+2)
+	if r.Seq != uint64(sealed+3) || r.PrevHash == "" {
+		t.Errorf("the next record has seq %d, want %d", r.Seq, sealed+3)
 	}
 }
 

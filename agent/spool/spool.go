@@ -179,6 +179,10 @@ type Spool struct {
 
 	pendMu  sync.Mutex
 	pending map[string]int // id → size of its p/ value
+	// orphans are pending records whose Finish a full disk refused: no
+	// one will finish them, so sealOrphans seals their pending copies,
+	// marked incomplete, once there is room.
+	orphans map[string]bool
 
 	ackMu sync.Mutex // serialises Acks
 
@@ -244,6 +248,7 @@ func Open(ctx context.Context, cfg Config) (*Spool, error) {
 		gcDone:        make(chan struct{}),
 		ready:         make(chan struct{}, 1),
 		pending:       make(map[string]int),
+		orphans:       make(map[string]bool),
 	}
 	s.metrics = newMetrics(s)
 	if cfg.Registerer != nil {
@@ -464,6 +469,7 @@ func (s *Spool) gcLoop() {
 			return
 		case <-t.C:
 		}
+		s.sealOrphans()
 		// Each successful run rewrites one file (writing what is live
 		// of it first): repeat while it pays and the disk has room.
 		for {
