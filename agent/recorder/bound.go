@@ -40,7 +40,7 @@ func (b *budget) toolCalls(calls []openai.ToolCall) {
 // the raw body) fit limit bytes together, flagging what it cut. Before,
 // only the body counted, and a 4.6 MB prompt made a record of more than
 // 4 MiB.
-func boundRequest(q *audit.Request, limit int) {
+func boundRequest(q *audit.Request, limit int) (kept int) {
 	b := budget{left: limit}
 	for i := range q.Messages {
 		b.take(&q.Messages[i].Content)
@@ -60,13 +60,14 @@ func boundRequest(q *audit.Request, limit int) {
 	}
 	b.take(&q.Body)
 	q.Truncated = q.Truncated || b.cut
+	return limit - b.left
 }
 
 // boundResponse does the same for the response: the reassembled choices,
 // then the events as they came, then the raw body.
-func boundResponse(r *audit.Response, limit int) {
+func boundResponse(r *audit.Response, limit int) (kept int) {
 	if r == nil {
-		return
+		return 0
 	}
 	b := budget{left: limit}
 	for i := range r.Choices {
@@ -85,14 +86,26 @@ func boundResponse(r *audit.Response, limit int) {
 	}
 	b.take(&r.Body)
 	r.Truncated = r.Truncated || b.cut
+	return limit - b.left
 }
 
-// fitRecord shrinks r until its encoding fits audit.MaxRecordBytes, the
-// largest record the collector takes. The budgets count bytes of text,
+// fixedBytes is what a record holds besides the texts the budgets
+// bound: identity, connection, findings, names and framing.
+const fixedBytes = 64 << 10
+
+// fitRecord bounds both sides of r to limit, then shrinks r until its
+// encoding fits audit.MaxRecordBytes, the largest record the collector
+// takes. The budgets count bytes of text,
 // and JSON may spell a byte with six (\u0000), so a record of texts
 // within budget can still be too large; then the budgets shrink in
 // proportion until it fits.
 func fitRecord(r *audit.Record, limit int) {
+	text := boundRequest(&r.Request, limit) + boundResponse(r.Response, limit)
+	// Escaped six times over, with the rest of the record, it fits: the
+	// usual case, which then costs no encoding.
+	if 6*text+fixedBytes <= audit.MaxRecordBytes {
+		return
+	}
 	for range 8 {
 		enc, err := json.Marshal(r)
 		if err != nil || len(enc) <= audit.MaxRecordBytes {

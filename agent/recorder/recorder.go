@@ -53,7 +53,7 @@ type Config struct {
 // of a record (identity, findings, framing: 64 KiB allowed) fit
 // audit.MaxRecordBytes. A record whose JSON escapes blow it up past the
 // limit all the same is shrunk further when it is finished.
-const MaxMaxBody = (audit.MaxRecordBytes - 64<<10) / 2
+const MaxMaxBody = (audit.MaxRecordBytes - fixedBytes) / 2
 
 // Recorder records exchanges. It is safe for concurrent use.
 type Recorder struct{ cfg Config }
@@ -197,7 +197,6 @@ func (e *Exchange) finish(incomplete bool) {
 				e.rec.Workload = w
 			}
 		}
-		boundResponse(e.rec.Response, e.r.cfg.MaxBody)
 		fitRecord(&e.rec, e.r.cfg.MaxBody)
 		// Records are written after the client has its answer; a slow sink
 		// must not hold the request, but must not lose the record either.
