@@ -1,6 +1,7 @@
 package recorder
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http/httptest"
@@ -61,5 +62,45 @@ func TestMaxBodyMustLetARecordFit(t *testing.T) {
 	}
 	if _, err := New(Config{Sink: &sliceSink{}, MaxBody: MaxMaxBody}); err != nil {
 		t.Errorf("New refused MaxBody %d: %v", MaxMaxBody, err)
+	}
+}
+
+// journal is a Sink that keeps what Begin stores too.
+type journal struct {
+	sliceSink
+	begun []audit.Record
+}
+
+func (j *journal) Begin(_ context.Context, r *audit.Record) error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.begun = append(j.begun, *r)
+	return nil
+}
+
+func TestThePendingRecordFitsTheRecordLimitToo(t *testing.T) {
+	j := &journal{}
+	rec, err := New(Config{Sink: j, MaxBody: MaxMaxBody})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A prompt that JSON escapes six times over: the record a crash would
+	// ship is this pending copy.
+	body, err := json.Marshal(map[string]any{"model": "gpt-4o", "messages": []map[string]string{{"role": "user", "content": strings.Repeat("\x01", 3<<20)}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := httptest.NewRequest("POST", "https://api.openai.com/v1/chat/completions", nil)
+	req.Header.Set("Content-Type", "application/json")
+	ex := rec.Begin(req, body, int64(len(body)), audit.Connection{}, audit.Workload{})
+	if err := ex.Spool(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	enc, err := json.Marshal(j.begun[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(enc) > audit.MaxRecordBytes || !j.begun[0].Request.Truncated {
+		t.Errorf("pending record of %d bytes (truncated %v), want at most %d and flagged", len(enc), j.begun[0].Request.Truncated, audit.MaxRecordBytes)
 	}
 }

@@ -120,7 +120,9 @@ func (r *Recorder) Begin(req *http.Request, body []byte, size int64, conn audit.
 		q.Model, q.Stream, q.Messages, q.Prompt, q.Input, q.Tools = parsed.Model, parsed.Stream, parsed.Messages, parsed.Prompt, parsed.Input, parsed.Tools
 		setErr(&q.ParseError, err)
 	}
-	boundRequest(q, r.cfg.MaxBody)
+	// The pending copy Spool stores ships as it is after a crash: it
+	// must fit the record limit too.
+	fitRecord(&e.rec, r.cfg.MaxBody)
 	return e
 }
 
