@@ -51,6 +51,10 @@ func (n *tlsNode) curlChat(t *testing.T, prompt string) (int, string) {
 	return status, string(out[:i])
 }
 
+// shipperBackoff bounds how long waiting on the shipper may take: its
+// backoff reaches 30s after a long outage.
+const shipperBackoff = 45 * time.Second
+
 // metric reads one sample of the agent's /metrics, e.g.
 // `promptrail_spool_records{state="rejected"}`; -1 if absent.
 func metric(t *testing.T, addr, sample string) float64 {
@@ -87,7 +91,7 @@ func TestLargePromptsAndRefusedRecordsDoNotStopThePipeline(t *testing.T) {
 	}
 	time.Sleep(7 * time.Second)
 	n.collector.start()
-	waitFor(t, "the stale record refused and kept aside", func() bool {
+	waitForWithin(t, shipperBackoff, "the stale record refused and kept aside", func() bool {
 		return metric(t, metrics, `promptrail_spool_records{state="rejected"}`) == 1
 	})
 	if got := metric(t, metrics, `promptrail_shipper_records_rejected_total{code="clock_skew"}`); got != 1 {
@@ -185,7 +189,7 @@ func TestAFullDiskNeverCrashesTheAgent(t *testing.T) {
 		t.Fatal(err)
 	}
 	n.collector.start()
-	waitFor(t, "every forwarded record in the collector", func() bool {
+	waitForWithin(t, shipperBackoff, "every forwarded record in the collector", func() bool {
 		got := 0
 		for _, r := range n.collector.all(t, store.Filter{Q: tag}) {
 			if r.Decision.Action != "reject" {
