@@ -96,6 +96,9 @@ type Config struct {
 	TokenFile string
 	// SpoolMaxBytes bounds the spool in DataDir/spool. Zero: 1 GiB.
 	SpoolMaxBytes int64
+	// SpoolReserveBytes is the free space kept on the spool's disk; below
+	// it the spool is full. Zero: spool.DefaultReserveBytes (64 MiB).
+	SpoolReserveBytes int64
 	// SpoolFull is what happens to a request whose record cannot be
 	// spooled (spool full or failing): SpoolFullReject (the default) or
 	// SpoolFullPass.

@@ -58,7 +58,7 @@ func openPipeline(ctx context.Context, cfg Config, agentID string, log *slog.Log
 	}
 	reg.MustRegister(p.refused, p.passed)
 	sp, err := spool.Open(ctx, spool.Config{Dir: filepath.Join(cfg.DataDir, "spool"), AgentID: agentID,
-		MaxBytes: cfg.SpoolMaxBytes, Logger: log, Registerer: reg})
+		MaxBytes: cfg.SpoolMaxBytes, ReserveBytes: cfg.SpoolReserveBytes, Logger: log, Registerer: reg})
 	if err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
 	}

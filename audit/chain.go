@@ -106,4 +106,35 @@ type IngestResult struct {
 	// ChainIssues names gaps and forks in the agents' chains that this
 	// batch revealed. The records are stored all the same.
 	ChainIssues []string `json:"chain_issues,omitempty"`
+	// Rejected lists the records of the batch the collector refuses for
+	// good: sending them again cannot succeed. The rest of the batch is
+	// stored; Accepted + Duplicates + len(Rejected) is the batch's size.
+	Rejected []Rejection `json:"rejected,omitempty"`
 }
+
+// Rejection says why the collector refuses one record permanently.
+type Rejection struct {
+	// Index is the record's position in the batch.
+	Index int    `json:"index"`
+	ID    string `json:"id"`
+	Seq   uint64 `json:"seq,omitempty"`
+	// Code is a stable word: "invalid_record", "record_too_large" or
+	// "clock_skew".
+	Code   string `json:"code"`
+	Reason string `json:"reason"`
+}
+
+// Batch and record size limits, shared by agent and collector so that the
+// largest record an agent makes always fits the largest batch the
+// collector takes.
+const (
+	// MaxBatchBytes is the largest body of POST /v1/ingest.
+	MaxBatchBytes = 4 << 20
+	// MaxBatchRecords is the most records one batch may hold. It bounds
+	// the memory a batch of tiny (or empty) records costs the collector.
+	MaxBatchRecords = 1000
+	// MaxRecordBytes is the largest encoded record: a batch of it alone,
+	// with its framing, stays under MaxBatchBytes. The agent shrinks a
+	// record to fit it; the collector refuses a larger one.
+	MaxRecordBytes = MaxBatchBytes - 64<<10
+)

@@ -72,54 +72,60 @@ func (a *api) authorized(role auth.Role, h principalHandler) http.HandlerFunc {
 }
 
 func (a *api) ingest(w http.ResponseWriter, r *http.Request, p auth.Principal) {
-	body, err := io.ReadAll(io.LimitReader(r.Body, a.maxBatch+1))
-	if err != nil {
-		writeError(w, http.StatusBadRequest, "bad_request", "reading the batch: "+err.Error())
-		return
-	}
-	if int64(len(body)) > a.maxBatch {
+	body := &limitedReader{r: r.Body, left: a.maxBatch}
+	recs, rejected, err := decodeBatch(body)
+	var tooMany errTooManyRecords
+	switch {
+	case body.over || errors.As(err, &tooMany):
 		a.m.ingestRejected.WithLabelValues("too_large").Inc()
 		writeError(w, http.StatusRequestEntityTooLarge, "batch_too_large",
-			fmt.Sprintf("batch over %d bytes: send smaller batches", a.maxBatch))
+			fmt.Sprintf("batch over %d bytes or %d records: send smaller batches", a.maxBatch, audit.MaxBatchRecords))
 		return
-	}
-	var b audit.Batch
-	if err := json.Unmarshal(body, &b); err != nil {
+	case err != nil:
 		a.m.ingestRejected.WithLabelValues("bad_json").Inc()
 		writeError(w, http.StatusBadRequest, "bad_json", "batch is not valid JSON: "+err.Error())
 		return
-	}
-	if len(b.Records) == 0 {
+	case len(recs)+len(rejected) == 0:
 		a.m.ingestRejected.WithLabelValues("empty").Inc()
 		writeError(w, http.StatusBadRequest, "empty_batch", `batch has no records: send {"records":[...]}`)
 		return
 	}
-	for i := range b.Records {
-		if id := b.Records[i].AgentID; !p.MayIngestFor(id) {
+	for _, ir := range recs {
+		if id := ir.rec.AgentID; !p.MayIngestFor(id) {
 			a.m.ingestRejected.WithLabelValues("unknown_agent").Inc()
 			writeError(w, http.StatusForbidden, "unknown_agent",
-				fmt.Sprintf("record %d (%s): agent %q is not one this token may ingest for (token %q)", i, b.Records[i].ID, id, p.Name))
+				fmt.Sprintf("record %d (%s): agent %q is not one this token may ingest for (token %q)", ir.index, ir.rec.ID, id, p.Name))
 			return
 		}
 	}
-	res, err := a.store.Ingest(r.Context(), b.Records)
-	var ve *store.ValidationError
+	batch := make([]audit.Record, len(recs))
+	for i, ir := range recs {
+		batch[i] = ir.rec
+	}
+	res, err := a.store.Ingest(r.Context(), batch)
 	switch {
-	case errors.As(err, &ve):
-		a.m.ingestRejected.WithLabelValues("invalid_record").Inc()
-		writeError(w, http.StatusUnprocessableEntity, "invalid_record", err.Error())
-		return
 	case errors.Is(err, store.ErrBatchTooLarge):
 		a.m.ingestRejected.WithLabelValues("too_large").Inc()
 		writeError(w, http.StatusRequestEntityTooLarge, "batch_too_large", err.Error()+": send smaller batches")
 		return
 	case err != nil:
-		a.log.Error("ingest failed", "records", len(b.Records), "err", err)
+		a.log.Error("ingest failed", "records", len(batch), "err", err)
 		writeError(w, http.StatusServiceUnavailable, "store_unavailable", "the batch was not stored: "+err.Error())
 		return
 	}
+	// The store numbers rejections by position in what it was given;
+	// the agent needs the position in what it sent.
+	for i := range res.Rejected {
+		res.Rejected[i].Index = recs[res.Rejected[i].Index].index
+	}
+	res.Rejected = append(rejected, res.Rejected...)
 	a.m.ingested.Add(float64(res.Accepted))
 	a.m.duplicates.Add(float64(res.Duplicates))
+	for _, rj := range res.Rejected {
+		a.m.recordsRejected.WithLabelValues(rj.Code).Inc()
+		a.log.Warn("record rejected; the agent keeps it and its chain shows the gap",
+			"principal", p.Name, "id", rj.ID, "seq", rj.Seq, "code", rj.Code, "reason", rj.Reason)
+	}
 	for _, issue := range res.ChainIssues {
 		a.log.Warn("chain issue", "principal", p.Name, "issue", issue)
 	}

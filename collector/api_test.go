@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -93,8 +94,6 @@ func batch(t *testing.T, recs []audit.Record) []byte {
 func TestIngestRefusesBadBatchesAndStoresNothing(t *testing.T) {
 	srv := newServer(t)
 	good := chain(t, "node-a", 3, "hello")
-	tampered := chain(t, "node-a", 3, "hello")
-	tampered[1].Request.Body = "edited after sealing"
 	other := chain(t, "node-b", 1, "hello")
 	big := chain(t, "node-a", 1, strings.Repeat("x", 300<<10))
 
@@ -110,7 +109,8 @@ func TestIngestRefusesBadBatchesAndStoresNothing(t *testing.T) {
 		{"empty batch", agentA, []byte(`{"records":[]}`), 400, "empty_batch"},
 		{"oversized batch", agentA, batch(t, big), 413, "batch_too_large"},
 		{"unknown agent", agentA, batch(t, other), 403, "unknown_agent"},
-		{"wrong hash", agentA, batch(t, tampered), 422, "invalid_record"},
+		{"too many records", agentA, []byte(`{"records":[` + strings.Repeat(`{},`, audit.MaxBatchRecords) + `{}]}`), 413, "batch_too_large"},
+		{"data after the batch", agentA, append(batch(t, good), `{}`...), 400, "bad_json"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			status, body := post(t, srv, c.token, c.body)
@@ -126,6 +126,92 @@ func TestIngestRefusesBadBatchesAndStoresNothing(t *testing.T) {
 	if err != nil || len(page.Records) != 0 {
 		t.Fatalf("after refused batches the store holds %d records (%v)", len(page.Records), err)
 	}
+}
+
+func TestIngestRejectsBadRecordsAndStoresTheRest(t *testing.T) {
+	srv := newServer(t)
+	recs := chain(t, "node-a", 4, "hello")
+	recs[1].Request.Body = "edited after sealing"
+	good, err := json.Marshal(recs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Record 2 is JSON, but not a record: its start is not a time.
+	body := fmt.Appendf(nil, `{"records":[%s,%s,{"id":"x","start":"yesterday"},%s,%s]}`,
+		good, mustJSON(t, recs[1]), mustJSON(t, recs[2]), mustJSON(t, recs[3]))
+	status, answer := post(t, srv, agentA, body)
+	var res audit.IngestResult
+	if err := json.Unmarshal([]byte(answer), &res); status != 200 || err != nil {
+		t.Fatalf("status %d body %s; want 200 with an ingest result", status, answer)
+	}
+	if res.Accepted != 3 || len(res.Rejected) != 2 {
+		t.Fatalf("result %+v; want 3 accepted and 2 rejected", res)
+	}
+	for i, want := range []struct {
+		index int
+		code  string
+	}{{2, "invalid_record"}, {1, "invalid_record"}} {
+		if got := res.Rejected[i]; got.Index != want.index || got.Code != want.code || got.Reason == "" {
+			t.Errorf("rejection %d = %+v; want index %d code %s with a reason", i, got, want.index, want.code)
+		}
+	}
+	if len(res.ChainIssues) != 1 || !strings.Contains(res.ChainIssues[0], "record 2 is missing") {
+		t.Errorf("chain issues %q; want the gap where record 2 was", res.ChainIssues)
+	}
+}
+
+// TestIngestMemoryIsBoundedByTheBatchLimits posts the batch that once cost
+// gigabytes: 4 MiB of empty records. The collector reads it one record at
+// a time and stops at the record limit.
+func TestIngestMemoryIsBoundedByTheBatchLimits(t *testing.T) {
+	h := newHandler(t, collector.HandlerConfig{})
+	body := []byte(`{"records":[` + strings.Repeat(`{},`, (audit.MaxBatchBytes-20)/3) + `{}]}`)
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	req := httptest.NewRequest("POST", "/v1/ingest", bytes.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+agentA)
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	runtime.ReadMemStats(&after)
+	if rec.Code != 413 {
+		t.Errorf("status %d %s; want 413", rec.Code, rec.Body)
+	}
+	// What a batch of the record limit decodes to, and some slack; the
+	// body itself was 4 MiB before the fix and 2.7 GB of records.
+	const limit = 32 << 20
+	if got := after.TotalAlloc - before.TotalAlloc; got > limit {
+		t.Errorf("ingest allocated %d MiB for a batch of empty records; want under %d MiB", got>>20, limit>>20)
+	}
+}
+
+// newHandler returns the API over a fresh store, accepting agentA's
+// token, with cfg's limits.
+func newHandler(t *testing.T, cfg collector.HandlerConfig) http.Handler {
+	t.Helper()
+	st, err := store.Open(context.Background(), store.Config{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	cfg.Store = st
+	if cfg.Auth, err = auth.ParseTokens([]byte("agent node-a " + agentA + "\n")); err != nil {
+		t.Fatal(err)
+	}
+	h, err := collector.NewHandler(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+func mustJSON(t *testing.T, v any) []byte {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
 
 func TestIngestIsIdempotentAndRecordsAreProvable(t *testing.T) {

@@ -40,6 +40,13 @@ type Config struct {
 	// MaxBatchBytes is the largest ingest body accepted. Zero (or more than
 	// the store takes): store.MaxBatchBytes.
 	MaxBatchBytes int64
+	// MaxClockSkew is how far a record's start may be from the time it
+	// arrives, either way, before it is rejected. Zero:
+	// store.DefaultMaxClockSkew (7 days); negative: no check.
+	MaxClockSkew time.Duration
+	// Server bounds what one connection or client may take of the HTTP
+	// server. Zero fields take the defaults of ServerLimits.
+	Server ServerLimits
 	// Origin names the log in its checkpoints. Empty: "promptrail
 	// collector <hostname>".
 	Origin string
@@ -48,6 +55,53 @@ type Config struct {
 	// Ready, if set, is called with the listener's address once the
 	// collector serves.
 	Ready func(addr net.Addr)
+}
+
+// ServerLimits bounds the collector's HTTP server, so that slow or greedy
+// clients cannot hold its connections, memory or store.
+type ServerLimits struct {
+	// ReadHeaderTimeout bounds reading a request's headers. Zero: 10s.
+	ReadHeaderTimeout time.Duration
+	// ReadTimeout bounds reading a whole request, body included: a 4 MiB
+	// batch at a slow agent's pace. Zero: 1m.
+	ReadTimeout time.Duration
+	// IdleTimeout closes a kept-alive connection idle this long. Zero: 2m.
+	IdleTimeout time.Duration
+	// MaxHeaderBytes bounds a request's headers. Zero: 64 KiB.
+	MaxHeaderBytes int
+	// MaxRequestsPerClient bounds the requests one client address has in
+	// flight; more are answered 429 with Retry-After. Zero: 16.
+	MaxRequestsPerClient int
+}
+
+// Defaults of ServerLimits.
+const (
+	DefaultReadHeaderTimeout    = 10 * time.Second
+	DefaultReadTimeout          = time.Minute
+	DefaultIdleTimeout          = 2 * time.Minute
+	DefaultMaxHeaderBytes       = 64 << 10
+	DefaultMaxRequestsPerClient = 16
+)
+
+func (l *ServerLimits) setDefaults() error {
+	if l.ReadHeaderTimeout < 0 || l.ReadTimeout < 0 || l.IdleTimeout < 0 || l.MaxHeaderBytes < 0 || l.MaxRequestsPerClient < 0 {
+		return errors.New("collector: server timeouts and limits must not be negative (0 selects the default)")
+	}
+	set := func(v *time.Duration, d time.Duration) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	set(&l.ReadHeaderTimeout, DefaultReadHeaderTimeout)
+	set(&l.ReadTimeout, DefaultReadTimeout)
+	set(&l.IdleTimeout, DefaultIdleTimeout)
+	if l.MaxHeaderBytes == 0 {
+		l.MaxHeaderBytes = DefaultMaxHeaderBytes
+	}
+	if l.MaxRequestsPerClient == 0 {
+		l.MaxRequestsPerClient = DefaultMaxRequestsPerClient
+	}
+	return nil
 }
 
 // Run runs a collector until ctx is done.
@@ -65,6 +119,9 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.Listen == "" {
 		cfg.Listen = "127.0.0.1:7070"
 	}
+	if err := cfg.Server.setDefaults(); err != nil {
+		return err
+	}
 	if cfg.Origin == "" {
 		host, _ := os.Hostname()
 		cfg.Origin = "promptrail collector " + host
@@ -76,13 +133,14 @@ func Run(ctx context.Context, cfg Config) error {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	st, err := store.Open(ctx, store.Config{
 		Dir: filepath.Join(cfg.DataDir, "store"), Logger: log, Retention: cfg.Retention,
-		Origin: cfg.Origin, CheckpointEvery: cfg.CheckpointEvery, Registerer: reg,
+		Origin: cfg.Origin, CheckpointEvery: cfg.CheckpointEvery, MaxClockSkew: cfg.MaxClockSkew, Registerer: reg,
 	})
 	if err != nil {
 		return fmt.Errorf("collector: %w", err)
 	}
 	defer st.Close()
-	h, err := NewHandler(HandlerConfig{Store: st, Auth: cfg.Auth, MaxBatchBytes: cfg.MaxBatchBytes, Logger: log, Registry: reg})
+	h, err := NewHandler(HandlerConfig{Store: st, Auth: cfg.Auth, MaxBatchBytes: cfg.MaxBatchBytes,
+		MaxRequestsPerClient: cfg.Server.MaxRequestsPerClient, Logger: log, Registry: reg})
 	if err != nil {
 		return err
 	}
@@ -90,7 +148,8 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return fmt.Errorf("collector: %w", err)
 	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: cfg.Server.ReadHeaderTimeout, ReadTimeout: cfg.Server.ReadTimeout,
+		IdleTimeout: cfg.Server.IdleTimeout, MaxHeaderBytes: cfg.Server.MaxHeaderBytes}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	errc := make(chan error, 2)
@@ -120,7 +179,10 @@ type HandlerConfig struct {
 	Store         *store.Store
 	Auth          auth.Authenticator
 	MaxBatchBytes int64
-	Logger        *slog.Logger
+	// MaxRequestsPerClient bounds the requests in flight per client
+	// address (429 beyond). Zero: no bound.
+	MaxRequestsPerClient int
+	Logger               *slog.Logger
 	// Registry receives the API's metrics and is served on /metrics. Nil:
 	// a fresh registry.
 	Registry *prometheus.Registry
@@ -145,12 +207,18 @@ func NewHandler(cfg HandlerConfig) (http.Handler, error) {
 	mux := http.NewServeMux()
 	a.routes(mux)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Registry, promhttp.HandlerOpts{Registry: cfg.Registry}))
-	return m.instrument(mux), nil
+	var h http.Handler = mux
+	if cfg.MaxRequestsPerClient > 0 {
+		h = perClient(cfg.MaxRequestsPerClient, m, h)
+	}
+	return m.instrument(mux, h), nil
 }
 
 type metrics struct {
 	ingested, duplicates prometheus.Counter
 	ingestRejected       *prometheus.CounterVec
+	recordsRejected      *prometheus.CounterVec
+	clientLimited        prometheus.Counter
 	requests             *prometheus.CounterVec
 	duration             *prometheus.HistogramVec
 }
@@ -163,16 +231,21 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Records received again (retried batches) and acknowledged without storing."}),
 		ingestRejected: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "promptrail_collector_ingest_rejected_total",
 			Help: "Batches refused, by reason."}, []string{"reason"}),
+		clientLimited: prometheus.NewCounter(prometheus.CounterOpts{Name: "promptrail_collector_client_limited_total",
+			Help: "Requests answered 429 because their client had too many in flight."}),
+		recordsRejected: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "promptrail_collector_records_rejected_total",
+			Help: "Records refused for good (the rest of their batch stored), by code: invalid_record, record_too_large, clock_skew."}, []string{"code"}),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "promptrail_collector_http_requests_total",
 			Help: "HTTP requests, by route and status code."}, []string{"route", "code"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "promptrail_collector_http_request_seconds",
 			Help: "HTTP request latency by route.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16)}, []string{"route"}),
 	}
-	reg.MustRegister(m.ingested, m.duplicates, m.ingestRejected, m.requests, m.duration)
+	reg.MustRegister(m.ingested, m.duplicates, m.ingestRejected, m.recordsRejected, m.clientLimited, m.requests, m.duration)
 	return m
 }
 
-func (m *metrics) instrument(mux *http.ServeMux) http.Handler {
+// instrument counts and times the requests h serves, by mux's route.
+func (m *metrics) instrument(mux *http.ServeMux, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, route := mux.Handler(r)
 		if route == "" {
@@ -180,7 +253,7 @@ func (m *metrics) instrument(mux *http.ServeMux) http.Handler {
 		}
 		sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
 		start := time.Now()
-		mux.ServeHTTP(sw, r)
+		h.ServeHTTP(sw, r)
 		m.duration.WithLabelValues(route).Observe(time.Since(start).Seconds())
 		m.requests.WithLabelValues(route, fmt.Sprint(sw.code)).Inc()
 	})

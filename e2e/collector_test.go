@@ -23,14 +23,24 @@ type collectorProc struct {
 	t                            testing.TB
 	cgroup, dataDir, addr        string
 	tokensFile, agentToken, read string
+	extra                        []string // more flags
 }
 
 // startCollector runs a collector in cgroup with fresh tokens and a free
 // loopback port.
 func startCollector(t testing.TB, cgroup string) *collectorProc {
 	t.Helper()
+	c := newCollector(t, cgroup, freeAddr(t))
+	c.start()
+	return c
+}
+
+// newCollector prepares a collector on addr with fresh tokens and extra
+// flags; start runs it.
+func newCollector(t testing.TB, cgroup, addr string, extra ...string) *collectorProc {
+	t.Helper()
 	dir := t.TempDir()
-	c := &collectorProc{t: t, cgroup: cgroup, dataDir: filepath.Join(dir, "data"), addr: freeAddr(t),
+	c := &collectorProc{t: t, cgroup: cgroup, dataDir: filepath.Join(dir, "data"), addr: addr, extra: extra,
 		tokensFile: filepath.Join(dir, "tokens"), agentToken: filepath.Join(dir, "agent.token"), read: filepath.Join(dir, "reader.token")}
 	agentTok, readerTok := "agent-token-"+randomFrom("abcdefghij", 20), "reader-token-"+randomFrom("abcdefghij", 20)
 	for path, content := range map[string]string{
@@ -42,14 +52,13 @@ func startCollector(t testing.TB, cgroup string) *collectorProc {
 			t.Fatal(err)
 		}
 	}
-	c.start()
 	return c
 }
 
 func (c *collectorProc) start() {
 	c.t.Helper()
-	cmd := exec.Command(promptrail(c.t), "collector", "--log-format", "json", "--data-dir", c.dataDir,
-		"--listen", c.addr, "--tokens-file", c.tokensFile, "--checkpoint-interval", "1s")
+	cmd := exec.Command(promptrail(c.t), append([]string{"collector", "--log-format", "json", "--data-dir", c.dataDir,
+		"--listen", c.addr, "--tokens-file", c.tokensFile, "--checkpoint-interval", "1s"}, c.extra...)...)
 	c.agentProc = startProc(c.t, c.cgroup, cmd)
 	c.waitLog(c.t, "collector serving", func(map[string]any) bool { return true })
 }

@@ -22,7 +22,8 @@ import (
 const envHostile = "PROMPTRAIL_E2E_HOSTILE"
 
 // hostileAddrs are this suite's own, so that it never meets other tests'.
-var hostileAddrs = tlsAddrs{fake: "127.0.6.5", proxy: "127.0.0.1:15610", explicit: "127.0.0.1:15611"}
+var hostileAddrs = tlsNodeAddrs{upstream: "127.0.6.5", proxy: "127.0.0.1:15610", explicit: "127.0.0.1:15611",
+	agentArgs: []string{"--hello-timeout", "1s"}}
 
 type hostileResult struct {
 	PID    int    `json:"pid"`
@@ -47,7 +48,7 @@ func hostileClientMain() {
 
 func hostileClient(mode string, out *hostileResult) error {
 	api := "api.openai.com:443"
-	fake := hostileAddrs.fake + ":443"
+	fake := hostileAddrs.upstream + ":443"
 	switch mode {
 	case "slow-hello":
 		// The first bytes, then a pause longer than the agent's hello
@@ -128,7 +129,7 @@ func proxyRequest(req string, out *hostileResult) error {
 // refused or recorded, and every request the (fake) API received has a
 // record in the collector.
 func TestHostileClientsLeaveARecord(t *testing.T) {
-	n := newTLSNodeAt(t, hostileAddrs, "--hello-timeout", "1s")
+	n := newTLSNodeAt(t, hostileAddrs)
 	self, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
@@ -203,7 +204,7 @@ func TestHostileClientsLeaveARecord(t *testing.T) {
 				t.Errorf("status %d (%s), want 403", res.Status, res.Err)
 			}
 			connection(t, mode, "refuse", func(r *audit.Record) bool {
-				return r.Connection.Mode == "explicit" && strings.Contains(r.Decision.Message, hostileAddrs.fake)
+				return r.Connection.Mode == "explicit" && strings.Contains(r.Decision.Message, hostileAddrs.upstream)
 			})
 		})
 	}

@@ -93,7 +93,7 @@ func checkFinding(t *testing.T, r *audit.Record, where, rule string) {
 
 // maskNodeAddrs are this file's own addresses (127.0.3.0/24, ports
 // 153xx), so that it can run while other e2e tests do.
-var maskNodeAddrs = tlsAddrs{fake: "127.0.3.5", proxy: "127.0.0.1:15300", explicit: "127.0.0.1:15301"}
+var maskNodeAddrs = tlsNodeAddrs{upstream: "127.0.3.5", proxy: "127.0.0.1:15300", explicit: "127.0.0.1:15301"}
 
 // TestSecretsAreMaskedWhereverTheyTravel sends secrets with curl, through
 // the real agent, in every place of a request the proxy masks, and in

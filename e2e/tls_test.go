@@ -22,38 +22,53 @@ const reply = "Hello through promptrail, streamed in pieces."
 // for the agent and the clients alike, to a fake upstream on 127.0.1.5.
 type tlsNode struct {
 	*node
-	addrs     tlsAddrs
 	fake      *fakeopenai.TLSServer
 	agentP    *agentProc
 	collector *collectorProc
 	agentCA   string // the CA clients must trust
 	fakeCA    string // the fake upstream's CA
 	withHost  func(...string) []string
+	addrs     tlsNodeAddrs
 }
 
-// tlsAddrs are where a tlsNode's fake upstream and agent listen: tests
-// that may run beside others on the machine take addresses of their own.
-type tlsAddrs struct {
-	fake            string // the fake upstream's IP; api.openai.com resolves to it
-	proxy, explicit string // the agent's listeners
+// tlsNodeAddrs are the addresses a tlsNode uses, so that tests of
+// different areas can run side by side without colliding.
+type tlsNodeAddrs struct {
+	upstream          string // the fake API's IP (port 443)
+	proxy, explicit   string // the agent's proxy listeners
+	collector         string // the collector's ip:port; "": a free port
+	dataDir           string // the agent's data directory; "": a temporary one
+	collectorArgs     []string
+	collectorDisabled bool     // no collector started
+	agentArgs         []string // more flags of every agent start
 }
 
 func newTLSNode(t *testing.T) *tlsNode {
-	return newTLSNodeAt(t, tlsAddrs{fake: "127.0.1.5", proxy: "127.0.0.1:15110", explicit: "127.0.0.1:15111"})
+	t.Helper()
+	return newTLSNodeAt(t, tlsNodeAddrs{upstream: "127.0.1.5", proxy: "127.0.0.1:15110", explicit: "127.0.0.1:15111"})
 }
 
-func newTLSNodeAt(t *testing.T, addrs tlsAddrs, agentFlags ...string) *tlsNode {
+func newTLSNodeAt(t *testing.T, a tlsNodeAddrs) *tlsNode {
 	t.Helper()
-	n := &tlsNode{node: newNode(t), addrs: addrs}
-	n.fake = fakeopenai.NewTLSServer(t, fakeopenai.Config{Reply: reply}, addrs.fake+":443")
+	n := &tlsNode{node: newNode(t), addrs: a}
+	if a.dataDir != "" {
+		n.dataDir = a.dataDir
+	}
+	n.fake = fakeopenai.NewTLSServer(t, fakeopenai.Config{Reply: reply}, a.upstream+":443")
 	dir := t.TempDir()
 	n.fakeCA = filepath.Join(dir, "upstream-ca.pem")
 	os.WriteFile(n.fakeCA, n.fake.CAPEM, 0o644)
 	hosts := filepath.Join(dir, "hosts")
-	os.WriteFile(hosts, []byte("127.0.0.1 localhost\n"+addrs.fake+" api.openai.com\n"), 0o644)
+	os.WriteFile(hosts, []byte("127.0.0.1 localhost\n"+a.upstream+" api.openai.com\n"), 0o644)
 	n.withHost = privateHosts(hosts)
-	n.collector = startCollector(t, n.node.agent)
-	n.agentP = n.startAgent(t, agentFlags...)
+	if a.collector == "" {
+		a.collector = freeAddr(t)
+	}
+	n.collector = newCollector(t, n.node.agent, a.collector, a.collectorArgs...)
+	if !a.collectorDisabled {
+		n.collector.start()
+	}
+	n.agentP = n.startAgent(t)
 	n.agentCA = filepath.Join(n.dataDir, "ca.crt")
 	return n
 }
@@ -63,8 +78,9 @@ func newTLSNodeAt(t *testing.T, addrs tlsAddrs, agentFlags ...string) *tlsNode {
 func (n *tlsNode) startAgent(t *testing.T, extra ...string) *agentProc {
 	t.Helper()
 	args := append(n.agentArgs("--fail-mode", "fail-open", "--capture-dns=false",
-		"--target", "api.openai.com:443", "--target-cidr", n.addrs.fake+"/32", "--upstream-ca", n.fakeCA,
+		"--target", "api.openai.com:443", "--target-cidr", n.addrs.upstream+"/32", "--upstream-ca", n.fakeCA,
 		"--proxy-listen", n.addrs.proxy, "--explicit-proxy-listen", n.addrs.explicit), n.collector.agentArgs()...)
+	args = append(args, n.addrs.agentArgs...)
 	return startAgentWrapped(t, n.node.agent, n.withHost, append(args, extra...)...)
 }
 

@@ -7,6 +7,7 @@ package recorder
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"mime"
 	"net/http"
@@ -34,8 +35,11 @@ type Journal interface {
 type Config struct {
 	// Sink receives every record. Required.
 	Sink Sink
-	// MaxBody bounds the bytes of a request or response body kept in a
-	// record; longer bodies are flagged truncated. Zero: 1 MiB.
+	// MaxBody bounds the bytes of text one side of a record keeps: the
+	// request's parsed messages, prompt, input and body together, and the
+	// response's choices, events and body together; what is cut is
+	// flagged truncated. Zero: 1 MiB; at most MaxMaxBody, so that a
+	// record always fits the collector's record limit.
 	MaxBody int
 	// MaxEvents bounds the server-sent events kept per stream. Zero: 10000.
 	MaxEvents int
@@ -44,6 +48,12 @@ type Config struct {
 	// Logger reports records that could not be stored. Nil: slog.Default().
 	Logger *slog.Logger
 }
+
+// MaxMaxBody is the largest Config.MaxBody: two sides of it and the rest
+// of a record (identity, findings, framing: 64 KiB allowed) fit
+// audit.MaxRecordBytes. A record whose JSON escapes blow it up past the
+// limit all the same is shrunk further when it is finished.
+const MaxMaxBody = (audit.MaxRecordBytes - fixedBytes) / 2
 
 // Recorder records exchanges. It is safe for concurrent use.
 type Recorder struct{ cfg Config }
@@ -55,6 +65,10 @@ func New(cfg Config) (*Recorder, error) {
 	}
 	if cfg.MaxBody == 0 {
 		cfg.MaxBody = 1 << 20
+	}
+	if cfg.MaxBody < 0 || cfg.MaxBody > MaxMaxBody {
+		return nil, fmt.Errorf("recorder: --max-body %d: want 1 to %d bytes, so that a record (two bodies and the rest) fits the collector's record limit of %d bytes",
+			cfg.MaxBody, MaxMaxBody, audit.MaxRecordBytes)
 	}
 	if cfg.MaxEvents == 0 {
 		cfg.MaxEvents = 10000
@@ -106,6 +120,9 @@ func (r *Recorder) Begin(req *http.Request, body []byte, size int64, conn audit.
 		q.Model, q.Stream, q.Messages, q.Prompt, q.Input, q.Tools = parsed.Model, parsed.Stream, parsed.Messages, parsed.Prompt, parsed.Input, parsed.Tools
 		setErr(&q.ParseError, err)
 	}
+	// The pending copy Spool stores ships as it is after a crash: it
+	// must fit the record limit too.
+	fitRecord(&e.rec, r.cfg.MaxBody)
 	return e
 }
 
@@ -182,6 +199,7 @@ func (e *Exchange) finish(incomplete bool) {
 				e.rec.Workload = w
 			}
 		}
+		fitRecord(&e.rec, e.r.cfg.MaxBody)
 		// Records are written after the client has its answer; a slow sink
 		// must not hold the request, but must not lose the record either.
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

@@ -13,6 +13,7 @@ type metrics struct {
 	sent        prometheus.Counter
 	batches     prometheus.Counter
 	failed      *prometheus.CounterVec
+	rejected    *prometheus.CounterVec
 	sendSeconds prometheus.Histogram
 	lastSuccess prometheus.Gauge
 	all         []prometheus.Collector
@@ -32,6 +33,10 @@ func newMetrics(src Source) *metrics {
 			Name: "promptrail_shipper_batches_failed_total",
 			Help: "Batches not acknowledged, by reason; they are retried.",
 		}, []string{"reason"}),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "promptrail_shipper_records_rejected_total",
+			Help: "Records the collector refused for good, by code; they are kept aside in the spool, not sent again.",
+		}, []string{"code"}),
 		sendSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "promptrail_shipper_send_seconds",
 			Help:    "Time from sending a batch to the collector's answer.",
@@ -48,7 +53,7 @@ func newMetrics(src Source) *metrics {
 		m.failed.WithLabelValues(r)
 	}
 	m.all = []prometheus.Collector{
-		m.sent, m.batches, m.failed, m.sendSeconds, m.lastSuccess,
+		m.sent, m.batches, m.failed, m.rejected, m.sendSeconds, m.lastSuccess,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "promptrail_shipper_queue_depth",
 			Help: "Sealed records waiting for the collector's acknowledgement.",

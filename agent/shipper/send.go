@@ -40,6 +40,8 @@ type sendResult struct {
 	retryAfter time.Duration
 	// retryNow: the cause is fixed already (a rotated token was loaded).
 	retryNow bool
+	// tooLarge: the collector answered 413, the batch is over its limits.
+	tooLarge bool
 }
 
 // send posts batch to the collector.
@@ -65,7 +67,7 @@ func (s *Shipper) send(ctx context.Context, batch []spool.Entry) sendResult {
 		return sendResult{err: fmt.Errorf("reading the collector's answer (status %d): %w", resp.StatusCode, err),
 			reason: reasonNetwork, level: slog.LevelWarn}
 	}
-	return s.judge(resp, answer, len(batch))
+	return s.judge(resp, answer, batch)
 }
 
 // encodeBatch writes the body of POST /v1/ingest from the sealed bytes as
@@ -87,7 +89,8 @@ func encodeBatch(batch []spool.Entry) []byte {
 }
 
 // judge turns the collector's answer into a sendResult.
-func (s *Shipper) judge(resp *http.Response, answer []byte, records int) sendResult {
+func (s *Shipper) judge(resp *http.Response, answer []byte, batch []spool.Entry) sendResult {
+	records := len(batch)
 	code := resp.StatusCode
 	switch {
 	case code == http.StatusOK:
@@ -96,11 +99,17 @@ func (s *Shipper) judge(resp *http.Response, answer []byte, records int) sendRes
 			return sendResult{err: fmt.Errorf("collector answered 200 with a body that is not an ingest result (is %s the collector?): %w", s.ingest, err),
 				reason: reasonInvalid, level: slog.LevelError}
 		}
-		if res.Accepted+res.Duplicates != records {
-			return sendResult{err: fmt.Errorf("collector accounted for %d accepted + %d duplicate records of the %d sent; not removing them from the spool",
-				res.Accepted, res.Duplicates, records), reason: reasonInvalid, level: slog.LevelError}
+		if res.Accepted+res.Duplicates+len(res.Rejected) != records {
+			return sendResult{err: fmt.Errorf("collector accounted for %d accepted + %d duplicate + %d rejected records of the %d sent; not removing them from the spool",
+				res.Accepted, res.Duplicates, len(res.Rejected), records), reason: reasonInvalid, level: slog.LevelError}
+		}
+		if err := checkRejections(res.Rejected, batch); err != nil {
+			return sendResult{err: err, reason: reasonInvalid, level: slog.LevelError}
 		}
 		return sendResult{ingest: res}
+	case code == http.StatusRequestEntityTooLarge:
+		return sendResult{err: fmt.Errorf("collector refused the batch as too large: %s%s", resp.Status, collectorMessage(answer)),
+			reason: reason4xx, level: slog.LevelWarn, tooLarge: true}
 	case code == http.StatusRequestTimeout || code == http.StatusTooManyRequests || code >= 500:
 		reason := reason5xx
 		if code < 500 {
@@ -125,6 +134,25 @@ func (s *Shipper) judge(resp *http.Response, answer []byte, records int) sendRes
 		return sendResult{err: fmt.Errorf("collector answered %s, not 200 (is %s the collector?)", resp.Status, s.ingest),
 			reason: reasonInvalid, level: slog.LevelError}
 	}
+}
+
+// checkRejections makes sure each rejection names a distinct record of
+// batch, by position and, where given, id and seq: moving the wrong record
+// aside would hide one the collector never took.
+func checkRejections(rejected []audit.Rejection, batch []spool.Entry) error {
+	seen := make(map[int]bool, len(rejected))
+	for _, rj := range rejected {
+		if rj.Index < 0 || rj.Index >= len(batch) || seen[rj.Index] {
+			return fmt.Errorf("collector rejected record %d of a batch of %d (twice, or out of range); not removing the batch from the spool", rj.Index, len(batch))
+		}
+		seen[rj.Index] = true
+		e := batch[rj.Index]
+		if (rj.ID != "" && rj.ID != e.ID) || (rj.Seq != 0 && rj.Seq != e.Seq) {
+			return fmt.Errorf("collector rejected record %d as %s (seq %d), but it is %s (seq %d); not removing the batch from the spool",
+				rj.Index, rj.ID, rj.Seq, e.ID, e.Seq)
+		}
+	}
+	return nil
 }
 
 // collectorMessage extracts the message of the collector's error body

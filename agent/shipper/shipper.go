@@ -6,6 +6,12 @@
 // answer) leaves the batch in the spool to be sent again, after a backoff;
 // the collector recognises records it already has, so sending one twice
 // is harmless and losing one is not.
+//
+// A record the collector refuses for good (listed in a 200's rejected, or
+// alone in a batch answered 413) is moved aside in the spool, logged with
+// its id and counted, and the records behind it go on: no single record
+// stops the queue. A batch answered 413 is sent again in halves until the
+// record that does not fit is alone.
 package shipper
 
 import (
@@ -26,6 +32,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/promptrail/promptrail/agent/spool"
+	"github.com/promptrail/promptrail/audit"
 )
 
 // Source is where the shipper takes records from: a *spool.Spool.
@@ -34,6 +41,8 @@ type Source interface {
 	Ack(ctx context.Context, through uint64) error
 	Ready() <-chan struct{}
 	Stats() spool.Stats
+	// Reject moves a queued record aside for good; see spool.Spool.Reject.
+	Reject(ctx context.Context, seq uint64, code, reason string) error
 }
 
 var _ Source = (*spool.Spool)(nil)
@@ -41,7 +50,7 @@ var _ Source = (*spool.Spool)(nil)
 // Defaults of Config fields left zero.
 const (
 	DefaultMaxBatchRecords = 500
-	DefaultMaxBatchBytes   = 4 << 20
+	DefaultMaxBatchBytes   = audit.MaxBatchBytes
 	DefaultFlushInterval   = time.Second
 	DefaultMinBackoff      = 500 * time.Millisecond
 	DefaultMaxBackoff      = 30 * time.Second
@@ -67,7 +76,8 @@ type Config struct {
 	// and overall timeouts.
 	Client *http.Client
 	// MaxBatchRecords and MaxBatchBytes bound one request. Defaults 500
-	// and 4 MiB; a record larger than MaxBatchBytes goes alone.
+	// and 4 MiB, at most the collector's limits (audit.MaxBatchRecords,
+	// audit.MaxBatchBytes); a record larger than MaxBatchBytes goes alone.
 	MaxBatchRecords int
 	MaxBatchBytes   int
 	// FlushInterval is how long a batch that is not full waits for more
@@ -101,6 +111,9 @@ type Shipper struct {
 	failingSince time.Time
 	failures     int
 	lastProblem  string
+	// split, when not 0, bounds the records of the next batch: a batch
+	// answered 413 is sent again in halves.
+	split int
 }
 
 // New checks cfg, reads the token file and registers the metrics.
@@ -173,6 +186,10 @@ func setDefaults(cfg *Config) error {
 	}
 	if cfg.MaxBackoff == 0 {
 		cfg.MaxBackoff = DefaultMaxBackoff
+	}
+	if cfg.MaxBatchRecords > audit.MaxBatchRecords || cfg.MaxBatchBytes > audit.MaxBatchBytes {
+		return fmt.Errorf("shipper: batches of %d records and %d bytes exceed what the collector takes (%d records, %d bytes)",
+			cfg.MaxBatchRecords, cfg.MaxBatchBytes, audit.MaxBatchRecords, audit.MaxBatchBytes)
 	}
 	if cfg.MaxBackoff < cfg.MinBackoff {
 		return fmt.Errorf("shipper: MaxBackoff %v is below MinBackoff %v", cfg.MaxBackoff, cfg.MinBackoff)
@@ -252,7 +269,7 @@ func (s *Shipper) Run(ctx context.Context) error {
 // step reads one batch and sends it when it is due. It returns how long
 // to back off before the next step (0: go on at once).
 func (s *Shipper) step(ctx context.Context) time.Duration {
-	batch, err := s.src.Next(ctx, s.cfg.MaxBatchRecords, s.maxEntryBytes())
+	batch, err := s.src.Next(ctx, s.batchRecords(), s.maxEntryBytes())
 	if err != nil {
 		if ctx.Err() != nil {
 			return 0
@@ -279,6 +296,18 @@ func (s *Shipper) step(ctx context.Context) time.Duration {
 // ship sends batch and, once the collector has it, acknowledges it.
 func (s *Shipper) ship(ctx context.Context, batch []spool.Entry) time.Duration {
 	res := s.send(ctx, batch)
+	if res.tooLarge && len(batch) > 1 {
+		// One record, or the batch as a whole, is over the collector's
+		// limit: halve until the culprit goes alone.
+		s.split = max(1, len(batch)/2)
+		s.log.Warn("collector refused a batch as too large; sending it in smaller parts",
+			"records", len(batch), "next_batch_records", s.split, "problem", res.err.Error())
+		return 0
+	}
+	if res.tooLarge {
+		res = sendResult{ingest: audit.IngestResult{Rejected: []audit.Rejection{{
+			Index: 0, ID: batch[0].ID, Seq: batch[0].Seq, Code: "record_too_large", Reason: res.err.Error()}}}}
+	}
 	if res.err != nil {
 		if ctx.Err() != nil {
 			return 0 // stopping; finalFlush retries once
@@ -293,8 +322,22 @@ func (s *Shipper) ship(ctx context.Context, batch []spool.Entry) time.Duration {
 		}
 		return s.backoff()
 	}
+	if s.split > 0 {
+		if s.split *= 2; s.split >= s.cfg.MaxBatchRecords {
+			s.split = 0
+		}
+	}
+	if err := s.reject(ctx, batch, res.ingest.Rejected); err != nil {
+		if ctx.Err() != nil {
+			return 0
+		}
+		// Nothing acknowledged: the batch goes again, and the collector
+		// answers the same.
+		s.failure("spool", err.Error(), slog.LevelError)
+		return s.backoff()
+	}
 	s.recovered(len(batch))
-	s.metrics.sent.Add(float64(len(batch)))
+	s.metrics.sent.Add(float64(len(batch) - len(res.ingest.Rejected)))
 	s.metrics.batches.Inc()
 	s.metrics.lastSuccess.SetToCurrentTime()
 	for _, issue := range res.ingest.ChainIssues {
@@ -313,10 +356,32 @@ func (s *Shipper) ship(ctx context.Context, batch []spool.Entry) time.Duration {
 	return 0
 }
 
+// reject moves aside the records of batch the collector refused for good.
+func (s *Shipper) reject(ctx context.Context, batch []spool.Entry, rejected []audit.Rejection) error {
+	for _, rj := range rejected {
+		e := batch[rj.Index] // judge checked the index
+		if err := s.src.Reject(ctx, e.Seq, rj.Code, rj.Reason); err != nil {
+			return err
+		}
+		s.metrics.rejected.WithLabelValues(rj.Code).Inc()
+		s.log.Error("collector refused a record for good; it is kept aside in the spool and the chain shows the gap",
+			"id", e.ID, "seq", e.Seq, "code", rj.Code, "reason", rj.Reason)
+	}
+	return nil
+}
+
+// batchRecords is the most records the next batch may hold.
+func (s *Shipper) batchRecords() int {
+	if s.split > 0 {
+		return min(s.split, s.cfg.MaxBatchRecords)
+	}
+	return s.cfg.MaxBatchRecords
+}
+
 // full reports whether batch is as large as a batch gets: no reason to
 // wait for more records.
 func (s *Shipper) full(batch []spool.Entry) bool {
-	if len(batch) >= s.cfg.MaxBatchRecords {
+	if len(batch) >= s.batchRecords() {
 		return true
 	}
 	total := batchBytes(batch)
@@ -402,7 +467,7 @@ func (s *Shipper) finalFlush(parent context.Context) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(parent), finalFlushTimeout)
 	defer cancel()
 	for ctx.Err() == nil {
-		batch, err := s.src.Next(ctx, s.cfg.MaxBatchRecords, s.maxEntryBytes())
+		batch, err := s.src.Next(ctx, s.batchRecords(), s.maxEntryBytes())
 		if err != nil || len(batch) == 0 {
 			return
 		}

@@ -50,6 +50,10 @@ type fakeCollector struct {
 	attempts int
 	token    string                   // required if not ""
 	policy   func(attempt int) answer // nil: accept everything
+	// refuse, if set, says why a record is refused for good ("": take it),
+	// and tooLarge whether a batch holding it is answered 413.
+	refuse   func(r audit.Record) string
+	tooLarge func(r audit.Record) bool
 }
 
 func newFakeCollector(t *testing.T) *fakeCollector {
@@ -96,7 +100,18 @@ func (c *fakeCollector) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	var res audit.IngestResult
 	var ids []string
-	for _, rec := range batch.Records {
+	for i, rec := range batch.Records {
+		if c.tooLarge != nil && c.tooLarge(rec) {
+			w.WriteHeader(http.StatusRequestEntityTooLarge)
+			io.WriteString(w, `{"error":{"message":"batch over 4194304 bytes","code":"batch_too_large"}}`)
+			return
+		}
+		if c.refuse != nil {
+			if why := c.refuse(rec); why != "" {
+				res.Rejected = append(res.Rejected, audit.Rejection{Index: i, ID: rec.ID, Seq: rec.Seq, Code: "invalid_record", Reason: why})
+				continue
+			}
+		}
 		if err := rec.CheckHash(); err != nil {
 			http.Error(w, fmt.Sprintf(`{"error":{"message":%q}}`, err.Error()), http.StatusBadRequest)
 			return

@@ -5,6 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
+
+	"github.com/dgraph-io/badger/v4"
 
 	"github.com/promptrail/promptrail/audit"
 )
@@ -46,6 +49,10 @@ func (s *Spool) Begin(ctx context.Context, r *audit.Record) error {
 	if s.closed {
 		return fmt.Errorf("spool: record %s not stored: %w", r.ID, ErrClosed)
 	}
+	if s.db == nil {
+		s.metrics.full.Inc()
+		return fmt.Errorf("spool: record %s not stored: the spool's disk was full at start and has no room yet: %w", r.ID, ErrFull)
+	}
 	// Reserve the space first, so that concurrent Begins cannot together
 	// overshoot the limit.
 	size := int64(len(data))
@@ -72,10 +79,12 @@ func (s *Spool) Begin(ctx context.Context, r *audit.Record) error {
 // spool's AgentID if r has none) and queues it for shipping, replacing its
 // pending copy in the same transaction. r need not have been begun: a
 // request refused before it went upstream is recorded with Finish alone.
-// Finish is never refused for size, and a cancelled ctx does not abandon
-// it: the exchange a cancelled request context ends is exactly one that
-// must be recorded. Only storage errors and Close make it fail; r is left
-// unchanged then.
+// Finish is never refused for the spool's size limit, and a cancelled ctx
+// does not abandon it: the exchange a cancelled request context ends is
+// exactly one that must be recorded. Storage errors, Close and a disk
+// with less than half the reserve free (an error wrapping ErrFull; a
+// begun record's pending copy stays, sealed incomplete at the next start)
+// make it fail; r is left unchanged then.
 func (s *Spool) Finish(ctx context.Context, r *audit.Record) error {
 	if r.ID == "" {
 		return errors.New("spool: record has no ID; set it with audit.NewID")
@@ -84,6 +93,9 @@ func (s *Spool) Finish(ctx context.Context, r *audit.Record) error {
 	defer s.closeMu.RUnlock()
 	if s.closed {
 		return fmt.Errorf("spool: record %s not sealed: %w", r.ID, ErrClosed)
+	}
+	if s.db == nil {
+		return fmt.Errorf("spool: record %s not sealed: the spool's disk was full at start and has no room yet: %w", r.ID, ErrFull)
 	}
 	req := &writeReq{rec: *r, done: make(chan error, 1)}
 	// The committer drains writeCh until Close, which waits for us.
@@ -124,6 +136,14 @@ func (s *Spool) commitLoop() {
 // answering each request.
 func (s *Spool) commitGroup(reqs []*writeReq) {
 	next := s.head
+	// One look at the disk for the group; each write accepted takes its
+	// share of what is free. A record may be written twice (log and value
+	// log), so it counts twice.
+	avail, err := room(s.cfg.Dir)
+	if err != nil {
+		s.log.Warn("spool cannot tell its free disk space; writing all the same", "err", err)
+		avail = math.MaxInt64 / 2
+	}
 	var chunk []*writeReq
 	chunkBytes := 0
 	flush := func() {
@@ -145,6 +165,29 @@ func (s *Spool) commitGroup(reqs []*writeReq) {
 				req.done <- err
 				continue
 			}
+		}
+		// Finish may go deeper into the reserve than Begin: it ends an
+		// exchange already under way, and replaces its pending copy.
+		need, keep, what := 2*int64(len(req.data)), s.reserve, "record "+req.rec.ID
+		if !req.begin {
+			keep /= 2
+		}
+		if avail-need < keep {
+			if !req.begin {
+				s.pendMu.Lock()
+				_, begun := s.pending[req.rec.ID]
+				if begun {
+					s.orphans[req.rec.ID] = true
+				}
+				s.pendMu.Unlock()
+				s.log.Error("record not sealed: the spool's disk is full; its pending copy, if any, is sealed incomplete once there is room",
+					"id", req.rec.ID, "pending_copy", begun)
+			}
+			req.done <- s.spaceError(what, avail, need, keep)
+			continue
+		}
+		avail -= need
+		if !req.begin {
 			next = chainHead{Seq: req.rec.Seq, Hash: req.rec.Hash}
 		}
 		chunk = append(chunk, req)
@@ -190,6 +233,9 @@ func (s *Spool) commitChunk(chunk []*writeReq, head chainHead) error {
 
 	if err := s.writeChunk(chunk, pendSizes, head); err != nil {
 		s.metrics.writeErrors.Inc()
+		if isNoSpace(err) {
+			err = fmt.Errorf("%w: %w", ErrFull, err)
+		}
 		return fmt.Errorf("spool: committing %d records (first %s) to %s (is the disk full or failing?): %w",
 			len(chunk), chunk[0].rec.ID, s.db.Opts().Dir, err)
 	}
@@ -253,4 +299,64 @@ func (s *Spool) writeChunk(chunk []*writeReq, pendSizes []int, head chainHead) e
 		}
 	}
 	return txn.Commit()
+}
+
+// orphanError is the Error of a record sealed from its pending copy after
+// a full disk refused its Finish.
+const orphanError = "the spool's disk was full when the exchange finished; what it returned is not on record"
+
+// sealOrphans seals the pending copies of records whose Finish a full
+// disk refused, marked incomplete, so that they ship without waiting for
+// a restart. Records still refused stay orphans for the next call.
+func (s *Spool) sealOrphans() {
+	s.pendMu.Lock()
+	ids := make([]string, 0, len(s.orphans))
+	for id := range s.orphans {
+		ids = append(ids, id)
+	}
+	s.pendMu.Unlock()
+	if len(ids) == 0 {
+		return
+	}
+	s.closeMu.RLock()
+	defer s.closeMu.RUnlock()
+	if s.closed || s.db == nil {
+		return
+	}
+	for _, id := range ids {
+		var data []byte
+		err := s.db.View(func(txn *badger.Txn) error {
+			item, err := txn.Get(pendingKey(id))
+			if err != nil {
+				return err
+			}
+			data, err = item.ValueCopy(nil)
+			return err
+		})
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			s.forgetOrphan(id) // finished after all
+			continue
+		}
+		if err != nil {
+			s.log.Warn("spool cannot read a pending record to seal it", "id", id, "err", err)
+			continue
+		}
+		rec := recovered(id, data)
+		if rec.Error == recoveredError {
+			rec.Error = orphanError
+		}
+		req := &writeReq{rec: rec, done: make(chan error, 1)}
+		s.writeCh <- req
+		if err := <-req.done; err != nil {
+			return // still no room; the next call tries again
+		}
+		s.forgetOrphan(id)
+		s.log.Info("sealed a record whose end a full disk kept off the record, marked incomplete", "id", id)
+	}
+}
+
+func (s *Spool) forgetOrphan(id string) {
+	s.pendMu.Lock()
+	delete(s.orphans, id)
+	s.pendMu.Unlock()
 }

@@ -12,6 +12,7 @@ import (
 // the gauges read Stats when scraped, so they are never stale.
 type metrics struct {
 	full        prometheus.Counter
+	diskFull    prometheus.Counter
 	writeErrors prometheus.Counter
 	all         []prometheus.Collector
 	reg         prometheus.Registerer
@@ -23,6 +24,10 @@ func newMetrics(s *Spool) *metrics {
 			Name: "promptrail_spool_full_total",
 			Help: "Records Begin refused because the spool was at its size limit.",
 		}),
+		diskFull: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "promptrail_spool_disk_full_total",
+			Help: "Spool writes refused because the spool's disk had less free space than the reserve (--spool-reserve-bytes).",
+		}),
 		writeErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "promptrail_spool_write_errors_total",
 			Help: "Spool writes (begin, seal, acknowledge) that failed in storage.",
@@ -31,15 +36,17 @@ func newMetrics(s *Spool) *metrics {
 	records := func(state string, f func(Stats) int) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name:        "promptrail_spool_records",
-			Help:        "Records in the spool: pending (begun, not finished) or queued (sealed, not acknowledged).",
+			Help:        "Records in the spool: pending (begun, not finished), queued (sealed, not acknowledged) or rejected (refused by the collector for good, kept aside).",
 			ConstLabels: prometheus.Labels{"state": state},
 		}, func() float64 { return float64(f(s.Stats())) })
 	}
 	m.all = []prometheus.Collector{
 		m.full,
+		m.diskFull,
 		m.writeErrors,
 		records("pending", func(st Stats) int { return st.Pending }),
 		records("queued", func(st Stats) int { return st.Queued }),
+		records("rejected", func(st Stats) int { return st.Rejected }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "promptrail_spool_bytes",
 			Help: "Size of the records in the spool, pending and queued.",

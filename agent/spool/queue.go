@@ -24,6 +24,9 @@ func (s *Spool) Next(ctx context.Context, maxRecords, maxBytes int) ([]Entry, er
 	if s.closed {
 		return nil, fmt.Errorf("spool: reading queued records: %w", ErrClosed)
 	}
+	if s.db == nil {
+		return nil, nil // nothing is open, so nothing is queued yet
+	}
 	first := s.acked.Load() + 1
 	if first > s.sealed.Load() {
 		return nil, nil
@@ -71,8 +74,17 @@ func (s *Spool) Next(ctx context.Context, maxRecords, maxBytes int) ([]Entry, er
 
 // Ack deletes the sealed records with seq <= through: the collector has
 // them. Acknowledging what is already gone is not an error; acknowledging
-// a seq not yet sealed is.
+// a seq not yet sealed is. When that empties the queue of a spool whose
+// disk is short of space, Ack gives the space back (see reclaimIfEmpty).
 func (s *Spool) Ack(ctx context.Context, through uint64) error {
+	if err := s.ack(ctx, through); err != nil {
+		return err
+	}
+	s.reclaimIfEmpty()
+	return nil
+}
+
+func (s *Spool) ack(ctx context.Context, through uint64) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("spool: acknowledging through %d: %w", through, err)
 	}
@@ -80,6 +92,12 @@ func (s *Spool) Ack(ctx context.Context, through uint64) error {
 	defer s.closeMu.RUnlock()
 	if s.closed {
 		return fmt.Errorf("spool: acknowledging through %d: %w", through, ErrClosed)
+	}
+	if s.db == nil {
+		return fmt.Errorf("spool: acknowledging through %d: not open yet (disk full): %w", through, ErrFull)
+	}
+	if err := s.checkRoom(fmt.Sprintf("acknowledging through %d", through), ackSlack, 0); err != nil {
+		return err
 	}
 	s.ackMu.Lock()
 	defer s.ackMu.Unlock()

@@ -17,6 +17,10 @@
 //	                     so that key order is seq order
 //	h                    chain head: JSON {"seq":…,"hash":…} of the last
 //	                     sealed record, written in the same transaction
+//	r/<seq, 8 bytes BE>  a sealed record the collector refused for good:
+//	                     JSON {"seq","id","code","reason","time","record"}, kept (and
+//	                     counted in the spool's bytes) until an operator
+//	                     deals with it, never sent again
 package spool
 
 import (
@@ -24,6 +28,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -35,8 +40,10 @@ import (
 )
 
 // ErrFull is returned by Begin when the record would take the spool over
-// its size limit. What happens to the request then is the caller's policy.
-var ErrFull = errors.New("spool: full (the collector has not acknowledged enough records to make room)")
+// its size limit, or its filesystem under the reserve of free space (and
+// by Finish when the disk is fuller still). What happens to the request
+// then is the caller's policy.
+var ErrFull = errors.New("spool: full")
 
 // ErrClosed is returned by calls made after Close.
 var ErrClosed = errors.New("spool: closed")
@@ -63,13 +70,16 @@ const (
 	// few huge prompts do not fill the memtables.
 	valueThreshold = 128 << 10
 	// Smaller value log files (default 1 GiB) let value log GC give space
-	// back in smaller steps, as records are deleted all the time.
-	valueLogFileSize = 64 << 20
+	// back in smaller steps, as records are deleted all the time, and keep
+	// what a mapped file may still claim of the disk small (see disk.go).
+	valueLogFileSize = 16 << 20
 	// Badger refuses one compactor; two suit a node with few cores to spare.
 	numCompactors = 2
 
 	gcInterval     = time.Minute
 	gcDiscardRatio = 0.5
+
+	defaultOpenRetry = 5 * time.Second
 )
 
 // Config configures a Spool.
@@ -82,6 +92,16 @@ type Config struct {
 	// MaxBytes limits the size of the records held, pending and sealed.
 	// 0: DefaultMaxBytes.
 	MaxBytes int64
+	// ReserveBytes is the free space kept on the spool's filesystem: Begin
+	// refuses a record (ErrFull) that would leave less, Finish one that
+	// would leave less than half of it, so Badger never writes into a
+	// mapped page the disk cannot hold. 0: DefaultReserveBytes; at least
+	// MinReserveBytes.
+	ReserveBytes int64
+	// OpenRetry is how often Open, having found the disk too full to open
+	// Badger safely, tries again in the background; meanwhile the spool
+	// is full. 0: 5s.
+	OpenRetry time.Duration
 	// Logger receives the spool's and Badger's logs. Nil: slog.Default().
 	Logger *slog.Logger
 	// Registerer receives the spool's metrics. Nil: no metrics.
@@ -98,6 +118,8 @@ type Stats struct {
 	Bytes int64
 	// Oldest is the Start of the oldest queued record; zero if none.
 	Oldest time.Time
+	// Rejected counts records the collector refused for good, kept aside.
+	Rejected int
 }
 
 // OldestAge is how long the oldest queued record has waited since its
@@ -121,10 +143,17 @@ type Entry struct {
 // Spool is a durable store of audit records. Its methods are safe for
 // concurrent use.
 type Spool struct {
+	// db is nil until Badger is open: Open leaves it nil when the disk
+	// is full, and openLoop sets it, holding closeMu, once there is room.
 	db      *badger.DB
+	cfg     Config
 	log     *slog.Logger
 	agentID string
 	max     int64
+	reserve int64
+	// started says that the committer and GC loops run (db is open).
+	started  bool
+	waitDone chan struct{} // closed when openLoop ends; nil if none
 
 	// closeMu is held for reading by every call while it uses the DB, and
 	// for writing by Close, so that Close waits for calls in flight.
@@ -145,9 +174,15 @@ type Spool struct {
 	sealed atomic.Uint64
 	acked  atomic.Uint64
 	bytes  atomic.Int64
+	// rejected counts the r/ keys.
+	rejected atomic.Int64
 
 	pendMu  sync.Mutex
 	pending map[string]int // id → size of its p/ value
+	// orphans are pending records whose Finish a full disk refused: no
+	// one will finish them, so sealOrphans seals their pending copies,
+	// marked incomplete, once there is room.
+	orphans map[string]bool
 
 	ackMu sync.Mutex // serialises Acks
 
@@ -189,37 +224,116 @@ func Open(ctx context.Context, cfg Config) (*Spool, error) {
 	}
 	log := cfg.Logger.With("component", "spool")
 
-	db, err := badger.Open(badgerOptions(cfg))
-	if err != nil {
-		return nil, fmt.Errorf("spool: opening Badger in %s (is another agent using this directory?): %w", cfg.Dir, err)
+	if cfg.ReserveBytes == 0 {
+		cfg.ReserveBytes = DefaultReserveBytes
+	}
+	if cfg.ReserveBytes < MinReserveBytes {
+		return nil, fmt.Errorf("spool: Config.ReserveBytes %d is below %d: the reserve must hold what Badger writes when it flushes its memtables", cfg.ReserveBytes, MinReserveBytes)
+	}
+	if cfg.OpenRetry <= 0 {
+		cfg.OpenRetry = defaultOpenRetry
+	}
+	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("spool: creating %s: %w", cfg.Dir, err)
 	}
 	s := &Spool{
-		db:            db,
+		cfg:           cfg,
 		log:           log,
 		agentID:       cfg.AgentID,
 		max:           cfg.MaxBytes,
+		reserve:       cfg.ReserveBytes,
 		writeCh:       make(chan *writeReq, 1024),
 		committerDone: make(chan struct{}),
 		gcStop:        make(chan struct{}),
 		gcDone:        make(chan struct{}),
 		ready:         make(chan struct{}, 1),
 		pending:       make(map[string]int),
+		orphans:       make(map[string]bool),
 	}
 	s.metrics = newMetrics(s)
-	if err := s.load(); err != nil {
-		return nil, errors.Join(err, db.Close())
-	}
-	if err := s.recover(); err != nil {
-		return nil, errors.Join(err, db.Close())
-	}
 	if cfg.Registerer != nil {
 		if err := s.metrics.register(cfg.Registerer); err != nil {
-			return nil, errors.Join(err, db.Close())
+			return nil, err
 		}
 	}
+	r, err := room(cfg.Dir)
+	if err != nil {
+		s.metrics.unregister()
+		return nil, err
+	}
+	if r < flushBytes {
+		// Opening Badger replays its log and flushes it into tables:
+		// on a full disk, a SIGBUS. Start full instead, and open once
+		// there is room.
+		log.Error("spool's disk is full: starting with the spool full (new requests follow --spool-full) until space returns",
+			"dir", cfg.Dir, "free_bytes", max(r, 0), "needed_bytes", flushBytes)
+		s.waitDone = make(chan struct{})
+		go s.openLoop()
+		return s, nil
+	}
+	if err := s.openDB(); err != nil {
+		s.metrics.unregister()
+		return nil, err
+	}
+	return s, nil
+}
+
+// openDB opens Badger, loads the spool's state, seals what a crash left
+// pending and starts the committer. The caller holds closeMu or is Open.
+func (s *Spool) openDB() error {
+	db, err := badger.Open(badgerOptions(s.cfg))
+	if err != nil {
+		return fmt.Errorf("spool: opening Badger in %s (is another agent using this directory?): %w", s.cfg.Dir, err)
+	}
+	s.db = db
+	if err := s.load(); err != nil {
+		s.db = nil
+		return errors.Join(err, db.Close())
+	}
+	if err := s.recover(); err != nil {
+		s.db = nil
+		return errors.Join(err, db.Close())
+	}
+	if n := s.rejected.Load(); n > 0 {
+		// Every start says so again, until an operator has dealt with them.
+		s.log.Warn("records the collector refused for good are kept aside in the spool; the collector's chain shows them as gaps",
+			"records", n, "dir", s.cfg.Dir)
+	}
+	s.started = true
 	go s.commitLoop()
 	go s.gcLoop()
-	return s, nil
+	return nil
+}
+
+// openLoop opens the spool once its disk has room again.
+func (s *Spool) openLoop() {
+	defer close(s.waitDone)
+	t := time.NewTicker(s.cfg.OpenRetry)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.gcStop:
+			return
+		case <-t.C:
+		}
+		if r, err := room(s.cfg.Dir); err != nil || r < flushBytes {
+			continue
+		}
+		s.closeMu.Lock()
+		if s.closed {
+			s.closeMu.Unlock()
+			return
+		}
+		err := s.openDB()
+		s.closeMu.Unlock()
+		if err != nil {
+			s.log.Error("spool not opened although its disk has room again; retrying", "err", err)
+			continue
+		}
+		s.log.Info("spool's disk has room again; the spool is open", "dir", s.cfg.Dir)
+		s.notify()
+		return
+	}
 }
 
 func badgerOptions(cfg Config) badger.Options {
@@ -265,10 +379,11 @@ func (s *Spool) Stats() Stats {
 	acked := s.acked.Load()
 	sealed := s.sealed.Load()
 	return Stats{
-		Pending: pending,
-		Queued:  int(sealed - acked),
-		Bytes:   s.bytes.Load(),
-		Oldest:  s.oldestStart(acked+1, sealed),
+		Pending:  pending,
+		Queued:   int(sealed - acked),
+		Bytes:    s.bytes.Load(),
+		Oldest:   s.oldestStart(acked+1, sealed),
+		Rejected: int(s.rejected.Load()),
 	}
 }
 
@@ -285,7 +400,7 @@ func (s *Spool) oldestStart(first, last uint64) time.Time {
 	}
 	s.closeMu.RLock()
 	defer s.closeMu.RUnlock()
-	if s.closed {
+	if s.closed || s.db == nil {
 		return time.Time{}
 	}
 	var start time.Time
@@ -319,12 +434,26 @@ func (s *Spool) Close() error {
 	s.closeMu.Unlock()
 
 	close(s.writeCh)
-	<-s.committerDone
 	close(s.gcStop)
-	<-s.gcDone
+	if s.waitDone != nil {
+		<-s.waitDone
+	}
 	s.metrics.unregister()
+	if !s.started {
+		return nil
+	}
+	<-s.committerDone
+	<-s.gcDone
+	if r, err := room(s.cfg.Dir); err == nil && r < flushBytes {
+		// Closing flushes the memtables into new tables, which on a
+		// full disk is a SIGBUS. Every record is synced in the log,
+		// which the next start replays: leave it to the process's exit.
+		s.log.Error("spool's disk is full: not closing Badger (its log holds every record, replayed at the next start)",
+			"dir", s.cfg.Dir, "free_bytes", max(r, 0), "needed_bytes", flushBytes)
+		return nil
+	}
 	if err := s.db.Close(); err != nil {
-		return fmt.Errorf("spool: closing Badger in %s: %w", s.db.Opts().Dir, err)
+		return fmt.Errorf("spool: closing Badger in %s: %w", s.cfg.Dir, err)
 	}
 	return nil
 }
@@ -340,8 +469,13 @@ func (s *Spool) gcLoop() {
 			return
 		case <-t.C:
 		}
-		// Each successful run rewrites one file; repeat while it pays.
+		s.sealOrphans()
+		// Each successful run rewrites one file (writing what is live
+		// of it first): repeat while it pays and the disk has room.
 		for {
+			if r, err := room(s.cfg.Dir); err != nil || r < s.reserve/2+vlogCap {
+				break
+			}
 			err := s.db.RunValueLogGC(gcDiscardRatio)
 			if err == nil {
 				continue

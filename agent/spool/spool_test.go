@@ -448,17 +448,18 @@ promptrail_spool_full_total 1
 # HELP promptrail_spool_limit_bytes Size limit of the records in the spool.
 # TYPE promptrail_spool_limit_bytes gauge
 promptrail_spool_limit_bytes 5000
-# HELP promptrail_spool_records Records in the spool: pending (begun, not finished) or queued (sealed, not acknowledged).
+# HELP promptrail_spool_records Records in the spool: pending (begun, not finished), queued (sealed, not acknowledged) or rejected (refused by the collector for good, kept aside).
 # TYPE promptrail_spool_records gauge
 promptrail_spool_records{state="pending"} 1
 promptrail_spool_records{state="queued"} 1
+promptrail_spool_records{state="rejected"} 0
 `
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(want),
 		"promptrail_spool_full_total", "promptrail_spool_limit_bytes", "promptrail_spool_records"); err != nil {
 		t.Error(err)
 	}
-	if n, err := testutil.GatherAndCount(reg); err != nil || n != 7 {
-		t.Errorf("%d metrics gathered (%v), want 7", n, err)
+	if n, err := testutil.GatherAndCount(reg); err != nil || n != 9 {
+		t.Errorf("%d metrics gathered (%v), want 9", n, err)
 	}
 	// Closing unregisters, so the spool can be opened again in-process.
 	s.Close()

@@ -18,6 +18,7 @@ var (
 	pendingPrefix = []byte("p/")
 	queuePrefix   = []byte("q/")
 	headKey       = []byte("h")
+	rejectPrefix  = []byte("r/")
 )
 
 // recoveredError is the Error of a record left pending by a crash.
@@ -35,11 +36,26 @@ func queueKey(seq uint64) []byte {
 	return k
 }
 
+func rejectKey(seq uint64) []byte {
+	k := make([]byte, len(rejectPrefix)+8)
+	copy(k, rejectPrefix)
+	binary.BigEndian.PutUint64(k[len(rejectPrefix):], seq)
+	return k
+}
+
 func queueSeq(key []byte) (uint64, bool) {
 	if len(key) != len(queuePrefix)+8 || !bytes.HasPrefix(key, queuePrefix) {
 		return 0, false
 	}
-	return binary.BigEndian.Uint64(key[len(queuePrefix):]), true
+	return seqOf(key, queuePrefix), true
+}
+
+// seqOf reads the seq of a key prefix + 8 bytes; 0 for another shape.
+func seqOf(key, prefix []byte) uint64 {
+	if len(key) != len(prefix)+8 {
+		return 0
+	}
+	return binary.BigEndian.Uint64(key[len(prefix):])
 }
 
 // load reads the chain head, the pending records' sizes and the queue's
@@ -50,6 +66,14 @@ func (s *Spool) load() error {
 		item, err := txn.Get(headKey)
 		switch {
 		case errors.Is(err, badger.ErrKeyNotFound):
+			// Perhaps a crash cut a reclaim short: it saved the head.
+			h, ok, err := loadHeadFile(s.cfg.Dir)
+			if err != nil {
+				return err
+			}
+			if ok {
+				s.head = h
+			}
 		case err != nil:
 			return err
 		default:
@@ -60,6 +84,9 @@ func (s *Spool) load() error {
 		if err := s.scan(txn, pendingPrefix, func(key []byte, size int) {
 			s.pending[string(key[len(pendingPrefix):])] = size
 		}); err != nil {
+			return err
+		}
+		if err := s.scan(txn, rejectPrefix, func([]byte, int) { s.rejected.Add(1) }); err != nil {
 			return err
 		}
 		return s.scan(txn, queuePrefix, func(key []byte, _ int) {

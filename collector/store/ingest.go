@@ -31,16 +31,12 @@ var ErrBatchTooLarge = errors.New("store: batch too large for one transaction; s
 // indexed, so Badger keys stay small.
 const maxIndexValue = 1 << 10
 
-// ValidationError says why Ingest refused a record (and so its batch).
-type ValidationError struct {
-	Index  int    // position in the batch
-	ID     string // record ID as received
-	Reason string
-}
-
-func (e *ValidationError) Error() string {
-	return fmt.Sprintf("store: record %d (id %q) is not valid: %s", e.Index, e.ID, e.Reason)
-}
+// Rejection codes of audit.Rejection.
+const (
+	RejectInvalid   = "invalid_record"
+	RejectTooLarge  = "record_too_large"
+	RejectClockSkew = "clock_skew"
+)
 
 // Chain issue kinds.
 const (
@@ -83,28 +79,36 @@ type head struct {
 	ID   string `json:"id"`
 }
 
-// Ingest stores a batch of sealed records in one synced transaction: all
-// of them or, when it returns an error, none. Records the store already
-// holds are counted as duplicates; chain breaks are reported, stored and
-// never a reason to drop a record. An invalid record fails the batch with
-// a *ValidationError.
+// Ingest stores the valid records of a batch of sealed records in one
+// synced transaction: all of them or, when it returns an error, none.
+// A record that can never be stored (invalid, over MaxRecordBytes, its
+// start further than MaxClockSkew from now) is rejected: listed in the
+// result's Rejected and not stored, so it cannot hold up the records
+// after it; the agent's chain then shows the gap. Records the store
+// already holds are counted as duplicates; chain breaks are reported,
+// stored and never a reason to drop a record.
 func (s *Store) Ingest(ctx context.Context, recs []audit.Record) (audit.IngestResult, error) {
 	var res audit.IngestResult
 	if len(recs) == 0 {
 		return res, nil
 	}
-	preps, size, err := prepare(recs, s.bucketOfTime)
+	preps, rejected, size, err := prepare(recs, s.checker(time.Now()))
 	if err != nil {
 		return res, err
 	}
 	if err := ctx.Err(); err != nil {
 		return res, err
 	}
+	if len(preps) == 0 {
+		res.Rejected = rejected
+		return res, nil
+	}
 	c := &call{preps: preps, size: size, start: time.Now(), wake: make(chan struct{})}
 	s.submit(c)
 	if c.err != nil {
 		return audit.IngestResult{}, c.err
 	}
+	c.res.Rejected = rejected
 	s.m.batches.Observe(time.Since(c.start).Seconds())
 	for _, is := range c.issues {
 		s.m.issues.WithLabelValues(is.Kind).Inc()
@@ -137,37 +141,57 @@ func chainOrder(preps []prepared) []int {
 	return order
 }
 
+// checker holds what validating a record needs besides the record.
+type checker struct {
+	bucketOf func(ms uint64) uint64
+	now      time.Time
+	skew     time.Duration // < 0: no check
+}
+
+func (s *Store) checker(now time.Time) checker {
+	return checker{bucketOf: s.bucketOfTime, now: now, skew: s.cfg.MaxClockSkew}
+}
+
 // prepare validates and encodes the batch, spreading the JSON and hashing
-// work over the CPUs: it is most of an Ingest's cost.
-func prepare(recs []audit.Record, bucketOf func(ms uint64) uint64) ([]prepared, int, error) {
+// work over the CPUs: it is most of an Ingest's cost. It returns the
+// valid records and the rejected ones.
+func prepare(recs []audit.Record, ck checker) ([]prepared, []audit.Rejection, int, error) {
 	preps := make([]prepared, len(recs))
-	errs := make([]error, len(recs))
+	rejs := make([]*audit.Rejection, len(recs))
 	workers := min(runtime.GOMAXPROCS(0), (len(recs)+63)/64)
 	var wg sync.WaitGroup
 	for w := range workers {
 		wg.Go(func() {
 			for i := w; i < len(recs); i += workers {
-				errs[i] = prepareOne(&preps[i], i, &recs[i], bucketOf)
+				rejs[i] = prepareOne(&preps[i], i, &recs[i], ck)
 			}
 		})
 	}
 	wg.Wait()
 	total := 0
-	for i, err := range errs {
-		if err != nil {
-			return nil, 0, err
+	valid := preps[:0]
+	var rejected []audit.Rejection
+	for i, rej := range rejs {
+		if rej != nil {
+			rejected = append(rejected, *rej)
+			continue
 		}
 		total += len(preps[i].enc)
+		valid = append(valid, preps[i])
 	}
 	if total > MaxBatchBytes {
-		return nil, 0, fmt.Errorf("%w: %d bytes of records, limit %d", ErrBatchTooLarge, total, MaxBatchBytes)
+		return nil, nil, 0, fmt.Errorf("%w: %d bytes of records, limit %d", ErrBatchTooLarge, total, MaxBatchBytes)
 	}
-	return preps, total, nil
+	return valid, rejected, total, nil
 }
 
-func prepareOne(p *prepared, i int, r *audit.Record, bucketOf func(ms uint64) uint64) error {
-	bad := func(format string, args ...any) error {
-		return &ValidationError{Index: i, ID: r.ID, Reason: fmt.Sprintf(format, args...)}
+// prepareOne fills p from r, or says why r is rejected.
+func prepareOne(p *prepared, i int, r *audit.Record, ck checker) *audit.Rejection {
+	rejection := func(code, format string, args ...any) *audit.Rejection {
+		return &audit.Rejection{Index: i, ID: r.ID, Seq: r.Seq, Code: code, Reason: fmt.Sprintf(format, args...)}
+	}
+	bad := func(format string, args ...any) *audit.Rejection {
+		return rejection(RejectInvalid, format, args...)
 	}
 	u, err := ulid.ParseStrict(r.ID)
 	if err != nil {
@@ -195,14 +219,20 @@ func prepareOne(p *prepared, i int, r *audit.Record, bucketOf func(ms uint64) ui
 	// Room for the leaf index in front, so storing it copies nothing.
 	val := append(make([]byte, leafIdxLen, leafIdxLen+len(enc)), enc...)
 	enc = val[leafIdxLen:]
-	if len(enc) > MaxBatchBytes {
-		return bad("oversize: %d bytes encoded, limit %d", len(enc), MaxBatchBytes)
+	if len(enc) > audit.MaxRecordBytes {
+		return rejection(RejectTooLarge, "oversize: %d bytes encoded, limit %d", len(enc), audit.MaxRecordBytes)
 	}
 	if !hashMatches(enc, r.Hash) {
 		return bad("%v", audit.ErrHash)
 	}
+	if ck.skew >= 0 {
+		if d := r.Start.Sub(ck.now); d > ck.skew || -d > ck.skew {
+			return rejection(RejectClockSkew, "start %s is %v from the collector's clock (limit %v): check the agent's clock",
+				r.Start.UTC().Format(time.RFC3339), d.Round(time.Second), ck.skew)
+		}
+	}
 	*p = prepared{rec: r, val: val, enc: enc, leaf: rfc6962.DefaultHasher.HashLeaf(enc),
-		hash: raw, uid: u, bucket: bucketOf(u.Time())}
+		hash: raw, uid: u, bucket: ck.bucketOf(u.Time())}
 	return nil
 }
 

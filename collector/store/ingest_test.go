@@ -59,59 +59,67 @@ func TestIngestDuplicateBatchIsIdempotent(t *testing.T) {
 	}
 }
 
-func TestIngestInvalidRecordStoresNothing(t *testing.T) {
+func TestIngestRejectsABadRecordAndStoresTheRest(t *testing.T) {
 	tests := []struct {
 		name   string
+		cfg    Config
 		breakR func(r *audit.Record)
+		code   string
 		reason string
 	}{
-		{"bad ULID", func(r *audit.Record) { r.ID = "nope" }, "ULID"},
-		{"lower-case ULID", func(r *audit.Record) { r.ID = strings.ToLower(r.ID) }, "canonical"},
-		{"empty agent", func(r *audit.Record) { r.AgentID = "" }, "agent_id"},
-		{"seq 0", func(r *audit.Record) { r.Seq = 0 }, "seq"},
-		{"edited after sealing", func(r *audit.Record) { r.Request.Model = "gpt-5" }, "hash"},
-		{"no hash", func(r *audit.Record) { r.Hash = "" }, "hash"},
-		{"oversize", func(r *audit.Record) {
-			r.Request.Body = strings.Repeat("x", MaxBatchBytes)
-			if err := r.Seal(r.Seq, r.PrevHash); err != nil {
-				panic(err)
-			}
-		}, "oversize"},
+		{"bad ULID", Config{}, func(r *audit.Record) { r.ID = "nope" }, RejectInvalid, "ULID"},
+		{"lower-case ULID", Config{}, func(r *audit.Record) { r.ID = strings.ToLower(r.ID) }, RejectInvalid, "canonical"},
+		{"empty agent", Config{}, func(r *audit.Record) { r.AgentID = "" }, RejectInvalid, "agent_id"},
+		{"edited after sealing", Config{}, func(r *audit.Record) { r.Request.Model = "gpt-5" }, RejectInvalid, "hash"},
+		{"no hash", Config{}, func(r *audit.Record) { r.Hash = "" }, RejectInvalid, "hash"},
+		{"oversize", Config{}, func(r *audit.Record) {
+			r.Request.Body = strings.Repeat("x", audit.MaxRecordBytes)
+			reseal(r)
+		}, RejectTooLarge, "oversize"},
+		{"start in the future", Config{MaxClockSkew: 90 * time.Minute}, func(r *audit.Record) {
+			r.Start = time.Now().Add(2 * time.Hour)
+			reseal(r)
+		}, RejectClockSkew, "clock"},
+		{"start long ago", Config{}, func(r *audit.Record) {
+			r.Start = time.Now().Add(-DefaultMaxClockSkew - time.Hour)
+			reseal(r)
+		}, RejectClockSkew, "clock"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s := openTestStore(t, Config{})
+			s := openTestStore(t, tt.cfg)
 			c := newChain(t, "agent-a", time.Now().Add(-time.Hour))
 			ingest(t, s, c.take(3, nil))
-			before, err := s.Checkpoint(context.Background())
-			if err != nil {
-				t.Fatal(err)
-			}
 			batch := c.take(5, nil)
 			tt.breakR(&batch[2])
-			_, err = s.Ingest(context.Background(), batch)
-			var ve *ValidationError
-			if !errors.As(err, &ve) || ve.Index != 2 || !strings.Contains(ve.Reason, tt.reason) {
-				t.Fatalf("Ingest error = %v, want a ValidationError for record 2 mentioning %q", err, tt.reason)
+			res := ingest(t, s, batch)
+			if res.Accepted != 4 || len(res.Rejected) != 1 {
+				t.Fatalf("Ingest = %+v, want 4 accepted and record 2 rejected", res)
+			}
+			if rj := res.Rejected[0]; rj.Index != 2 || rj.ID != batch[2].ID || rj.Seq != 6 || rj.Code != tt.code || !strings.Contains(rj.Reason, tt.reason) {
+				t.Errorf("Rejected = %+v, want index 2, seq 6, code %s, a reason mentioning %q", rj, tt.code, tt.reason)
+			}
+			if len(res.ChainIssues) != 1 || !strings.Contains(res.ChainIssues[0], "record 6 is missing") {
+				t.Errorf("ChainIssues = %q, want the gap at seq 6", res.ChainIssues)
 			}
 			page, err := s.Query(context.Background(), Filter{Limit: 100})
 			if err != nil {
 				t.Fatal(err)
 			}
-			if len(page.Records) != 3 {
-				t.Errorf("Query found %d records after a refused batch, want the 3 from before", len(page.Records))
+			if len(page.Records) != 7 {
+				t.Errorf("Query found %d records, want the 3 from before and 4 of the batch", len(page.Records))
 			}
-			after, err := s.Checkpoint(context.Background())
-			if err != nil {
-				t.Fatal(err)
-			}
-			if string(after) != string(before) {
-				t.Errorf("tree changed after a refused batch:\n%s\nthen\n%s", before, after)
-			}
-			if rep := verifyStore(t, s); !rep.OK || rep.Leaves != 3 {
-				t.Errorf("Verify = OK %v, %d leaves; want OK with 3:\n%s", rep.OK, rep.Leaves, kinds(rep))
+			rep := verifyStore(t, s)
+			if rep.OK || rep.Leaves != 7 || !strings.Contains(kinds(rep), "gap") {
+				t.Errorf("Verify = OK %v, %d leaves; want the gap reported over 7 leaves:\n%s", rep.OK, rep.Leaves, kinds(rep))
 			}
 		})
+	}
+}
+
+func reseal(r *audit.Record) {
+	if err := r.Seal(r.Seq, r.PrevHash); err != nil {
+		panic(err)
 	}
 }
 

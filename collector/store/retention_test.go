@@ -9,7 +9,8 @@ import (
 
 func TestRetentionDropsOldBuckets(t *testing.T) {
 	ctx := context.Background()
-	s := openTestStore(t, Config{Retention: 72 * time.Hour})
+	// Records of ten days ago: older than the default clock skew allows.
+	s := openTestStore(t, Config{Retention: 72 * time.Hour, MaxClockSkew: -1})
 	c := newChain(t, "agent-a", time.Now().Add(-10*24*time.Hour))
 	old := c.take(5, nil)
 	ingest(t, s, old)

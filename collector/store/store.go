@@ -25,14 +25,16 @@ import (
 	"github.com/transparency-dev/merkle/compact"
 	"golang.org/x/mod/sumdb/note"
 
+	"github.com/promptrail/promptrail/audit"
 	"github.com/promptrail/promptrail/internal/badgerlog"
 )
 
 // MaxBatchBytes is the largest batch, as the sum of the records' encoded
 // sizes, that Ingest accepts in one transaction. Badger caps a transaction
 // at 15% of its memtable; with the minimum memtable (64 MiB) a batch of
-// this size and its index keys fits.
-const MaxBatchBytes = 4 << 20
+// this size and its index keys fits. It is the agents' limit too
+// (audit.MaxBatchBytes), so the two cannot disagree.
+const MaxBatchBytes = audit.MaxBatchBytes
 
 // Defaults for Config.
 const (
@@ -42,6 +44,11 @@ const (
 	DefaultMemTableMB      = 64
 	DefaultBlockCacheMB    = 64
 	DefaultIndexCacheMB    = 32
+	// DefaultMaxClockSkew bounds how far a record's start may be from the
+	// time it arrives. A week: an agent's spool may hold records through
+	// a collector outage of days, and a clock a week off is a broken
+	// clock whose records would land in the wrong retention bucket.
+	DefaultMaxClockSkew = 7 * 24 * time.Hour
 
 	// maintenanceEvery paces retention and value-log GC in Run: both are
 	// heavy, and neither is urgent.
@@ -87,6 +94,12 @@ type Config struct {
 	// the store.
 	MemTableMB, BlockCacheMB, IndexCacheMB int
 
+	// MaxClockSkew is how far a record's start may be from the time it
+	// is ingested, either way; a record further off is rejected (never
+	// stored) with code clock_skew. Zero: DefaultMaxClockSkew. Negative:
+	// no check.
+	MaxClockSkew time.Duration
+
 	// Registerer receives the store's metrics; nil: no metrics.
 	Registerer prometheus.Registerer
 }
@@ -109,6 +122,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.Origin == "" {
 		c.Origin = DefaultOrigin
+	}
+	if c.MaxClockSkew == 0 {
+		c.MaxClockSkew = DefaultMaxClockSkew
 	}
 	if c.CheckpointEvery <= 0 {
 		c.CheckpointEvery = DefaultCheckpointEvery

@@ -8,6 +8,7 @@ import (
 
 	"github.com/promptrail/promptrail/agent"
 	"github.com/promptrail/promptrail/agent/intercept"
+	"github.com/promptrail/promptrail/agent/spool"
 	"github.com/promptrail/promptrail/internal/settings"
 )
 
@@ -36,6 +37,7 @@ type agentFlags struct {
 	kube                                                 *bool
 	identityLabels                                       *settings.List
 	spoolMax                                             *sizeFlag
+	spoolReserve                                         *sizeFlag
 	shipInterval                                         *durationFlag
 	noMask                                               *bool
 	maskDisable, maskBlock                               *settings.List
@@ -85,6 +87,7 @@ func addAgentFlags(fs *flag.FlagSet, dataDir string, failMode intercept.FailMode
 		tokenFile:      fs.String("token-file", "", "`file` holding the bearer token presented to the collector"),
 		spoolFull:      fs.String("spool-full", agent.SpoolFullReject, "when a request's record cannot be spooled (spool full or disk failing): reject (answer 503, nothing goes out unrecorded) or pass (forward it, record flagged unspooled)"),
 		spoolMax:       &sizeFlag{n: 1 << 30},
+		spoolReserve:   &sizeFlag{n: spool.DefaultReserveBytes},
 		shipInterval:   &durationFlag{},
 		metricsListen:  fs.String("metrics-listen", "127.0.0.1:9464", "`ip:port` serving Prometheus /metrics and /healthz (empty: off)"),
 	}
@@ -93,6 +96,7 @@ func addAgentFlags(fs *flag.FlagSet, dataDir string, failMode intercept.FailMode
 	f.identityLabels = settings.NewList()
 	fs.Var(f.identityLabels, "identity-label", "pod label `key` copied into records, repeatable (default app.kubernetes.io/name, app.kubernetes.io/instance, app.kubernetes.io/component, app, version)")
 	fs.Var(f.spoolMax, "spool-max-bytes", "`size` limit of the spool, e.g. 512MiB or 2GiB")
+	fs.Var(f.spoolReserve, "spool-reserve-bytes", "free `size` kept on the spool's disk: below it the spool counts as full (--spool-full), so the disk never fills under Badger (at least 64MiB)")
 	fs.Var(f.shipInterval, "ship-interval", "how `long` a partial batch of records waits for more before it is shipped (default 1s)")
 	fs.Var(f.maskDisable, "mask-disable-rule", "`rule-id` not to apply, repeatable")
 	fs.Var(f.maskBlock, "mask-block-rule", "`rule-id` whose findings block the request (403) instead of masking it, repeatable")
@@ -144,15 +148,16 @@ func (f agentFlags) agentConfig() (agent.Config, error) {
 		UpstreamIdleTimeout: f.upstreamIdle.d,
 		Mask: agent.MaskConfig{Disabled: *f.noMask, RulesFile: *f.maskRules,
 			DisableRules: f.maskDisable.Values(), BlockRules: f.maskBlock.Values()},
-		Collector:      *f.collector,
-		TokenFile:      *f.tokenFile,
-		SpoolMaxBytes:  f.spoolMax.n,
-		SpoolFull:      *f.spoolFull,
-		ShipInterval:   f.shipInterval.d,
-		MetricsListen:  *f.metricsListen,
-		Kube:           *f.kube,
-		TrustDomain:    *f.trustDomain,
-		IdentityLabels: f.identityLabels.Values(),
+		Collector:         *f.collector,
+		TokenFile:         *f.tokenFile,
+		SpoolMaxBytes:     f.spoolMax.n,
+		SpoolReserveBytes: f.spoolReserve.n,
+		SpoolFull:         *f.spoolFull,
+		ShipInterval:      f.shipInterval.d,
+		MetricsListen:     *f.metricsListen,
+		Kube:              *f.kube,
+		TrustDomain:       *f.trustDomain,
+		IdentityLabels:    f.identityLabels.Values(),
 	}, nil
 }
 

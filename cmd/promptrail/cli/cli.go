@@ -33,6 +33,7 @@ func commands() map[string]command {
 		"agent":     {"run the node agent (Kubernetes DaemonSet)", runAgent},
 		"run":       {"run promptrail on this host: intercept every process but itself", runHost},
 		"cleanup":   {"remove the programs that a fail-closed agent left pinned", runCleanup},
+		"rejected":  {"list the records the collector refused for good, kept in a stopped agent's spool", runRejected},
 		"ca":        {"print the CA certificate that clients must trust", runCA},
 		"dev":       {"developer tools: dev fake-openai serves a fake OpenAI API", runDev},
 		"collector": {"run the collector: ingest, tamper-evident store, query API", runCollector},

@@ -7,6 +7,7 @@ import (
 
 	"github.com/promptrail/promptrail/collector"
 	"github.com/promptrail/promptrail/collector/auth"
+	"github.com/promptrail/promptrail/collector/store"
 	"github.com/promptrail/promptrail/internal/settings"
 )
 
@@ -33,6 +34,13 @@ func runCollector(ctx context.Context, args []string) error {
 	every := &durationFlag{}
 	fs.Var(every, "checkpoint-interval", "sign a checkpoint of the Merkle log this `often`, also when idle (default 30s)")
 	memLimit := fs.String("memory-limit", "1GiB", "soft memory `limit` of the Go runtime (GOMEMLIMIT wins when set); Badger's caches are sized below it")
+	skew := fs.Duration("max-clock-skew", store.DefaultMaxClockSkew, "reject records whose start is further than this `long` from the collector's clock, either way (negative: no check)")
+	var lim collector.ServerLimits
+	fs.DurationVar(&lim.ReadHeaderTimeout, "read-header-timeout", collector.DefaultReadHeaderTimeout, "close a connection whose request headers take `longer`")
+	fs.DurationVar(&lim.ReadTimeout, "read-timeout", collector.DefaultReadTimeout, "close a connection whose whole request (a batch) takes `longer`")
+	fs.DurationVar(&lim.IdleTimeout, "idle-timeout", collector.DefaultIdleTimeout, "close a kept-alive connection idle this `long`")
+	fs.IntVar(&lim.MaxHeaderBytes, "max-header-bytes", collector.DefaultMaxHeaderBytes, "largest request headers, in `bytes`")
+	fs.IntVar(&lim.MaxRequestsPerClient, "max-requests-per-client", collector.DefaultMaxRequestsPerClient, "requests one client address may have in flight (`n`); more get 429")
 	lf := addLogFlags(fs)
 	if err := settings.Parse(fs, args, "config"); err != nil {
 		return err
@@ -54,7 +62,7 @@ func runCollector(ctx context.Context, args []string) error {
 	go a.Watch(ctx, tokensReload, logger)
 	return collector.Run(ctx, collector.Config{
 		DataDir: *dataDir, Listen: *listen, Auth: a, Retention: retention.d,
-		CheckpointEvery: every.d, Logger: logger,
+		CheckpointEvery: every.d, MaxClockSkew: *skew, Server: lim, Logger: logger,
 	})
 }
 
