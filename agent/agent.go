@@ -29,6 +29,8 @@ import (
 // DefaultTarget is what the agent intercepts when nothing else is said.
 const DefaultTarget = "api.openai.com:443"
 
+const defaultResolvConf = "/etc/resolv.conf"
+
 // Config configures Run. Zero values take the documented defaults.
 type Config struct {
 	// DataDir holds the agent's state. Required; created if missing.
@@ -129,7 +131,14 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer ident.Close()
-	decrypt, err := decryption(cfg, node, pipe, log)
+	// The registry of the agent's own sockets comes first: every dialer of
+	// the agent (proxy, upstream, resolver) registers its sockets in it.
+	socks, err := intercept.NewAgentSockets(cfg.Mark)
+	if err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
+	defer socks.Close()
+	decrypt, err := decryption(cfg, node, pipe, socks, log)
 	if err != nil {
 		return err
 	}
@@ -146,7 +155,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("agent: %w", err)
 	}
 	var origins lateOrigins
-	srv, err := proxy.New(proxy.Config{Listeners: lns, Origins: &origins, Mark: orDefault(cfg.Mark, intercept.DefaultMark), Logger: log,
+	srv, err := proxy.New(proxy.Config{Listeners: lns, Origins: &origins, Control: socks.Control, Logger: log,
 		Decrypt: decrypt, DecryptName: plan.isHost})
 	if err != nil {
 		closeAll(lns)
@@ -155,7 +164,7 @@ func Run(ctx context.Context, cfg Config) error {
 	in, err := intercept.Attach(intercept.Config{
 		CgroupRoot: cfg.CgroupRoot, PinPath: cfg.PinPath, FailMode: cfg.FailMode,
 		HostProxy4: listen.host4, HostProxy6: listen.host6, NodeProxy4: listen.node4, NodeProxy6: listen.node6,
-		Ports: plan.ports, Mark: cfg.Mark, HeartbeatTimeout: cfg.HeartbeatTimeout, CaptureDNS: cfg.CaptureDNS,
+		Ports: plan.ports, Sockets: socks, HeartbeatTimeout: cfg.HeartbeatTimeout, CaptureDNS: cfg.CaptureDNS,
 		Logger: log,
 	})
 	if err != nil {
@@ -163,10 +172,12 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("agent: %w", err)
 	}
 	origins.in = in
-	var resolver targets.Resolver
-	if cfg.DNSResolvConf != "" {
-		resolver = targets.NewDNSResolver(cfg.DNSResolvConf)
+	if err := in.RegisterMetrics(pipe.reg); err != nil {
+		in.Close()
+		closeAll(lns)
+		return fmt.Errorf("agent: %w", err)
 	}
+	resolver := targets.NewDNSResolver(cfg.DNSResolvConf, socks.Control)
 	set, err := targets.New(targets.Config{Hosts: plan.hosts, CIDRs: plan.cidrs, Resolver: resolver, Logger: log}, in)
 	if err != nil {
 		in.Close()
@@ -179,7 +190,7 @@ func Run(ctx context.Context, cfg Config) error {
 }
 
 // decryption builds the TLS-terminating path: CA, recorder, upstream.
-func decryption(cfg Config, node string, pipe *pipeline, log *slog.Logger) (*proxy.DecryptConfig, error) {
+func decryption(cfg Config, node string, pipe *pipeline, socks *intercept.AgentSockets, log *slog.Logger) (*proxy.DecryptConfig, error) {
 	var (
 		ca  *tlsca.CA
 		err error
@@ -192,7 +203,7 @@ func decryption(cfg Config, node string, pipe *pipeline, log *slog.Logger) (*pro
 	if err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
-	up, err := proxy.NewUpstreamTransport(proxy.UpstreamConfig{ExtraCAs: cfg.UpstreamCA, Mark: orDefault(cfg.Mark, intercept.DefaultMark)})
+	up, err := proxy.NewUpstreamTransport(proxy.UpstreamConfig{ExtraCAs: cfg.UpstreamCA, Control: socks.Control})
 	if err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
@@ -308,6 +319,9 @@ func (cfg *Config) prepare() (targetPlan, listenPlan, string, error) {
 	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return targetPlan{}, listenPlan{}, "", fmt.Errorf("agent: creating data directory: %w", err)
+	}
+	if cfg.DNSResolvConf == "" {
+		cfg.DNSResolvConf = defaultResolvConf
 	}
 	if cfg.CgroupRoot == "" {
 		if cfg.CgroupRoot, err = intercept.DefaultCgroupRoot(); err != nil {
@@ -437,11 +451,4 @@ func closeAll(lns []net.Listener) {
 	for _, ln := range lns {
 		ln.Close()
 	}
-}
-
-func orDefault(v, def uint32) uint32 {
-	if v == 0 {
-		return def
-	}
-	return v
 }

@@ -76,6 +76,7 @@ type DnsTargetKey struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	DnsMapAgentSockets   = "agent_sockets"
 	DnsMapAgentStateMap  = "agent_state_map"
 	DnsMapConfigMap      = "config_map"
 	DnsMapCounters       = "counters"
@@ -137,6 +138,7 @@ type DnsProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type DnsMapSpecs struct {
+	AgentSockets   *ebpf.MapSpec `ebpf:"agent_sockets"`
 	AgentStateMap  *ebpf.MapSpec `ebpf:"agent_state_map"`
 	ConfigMap      *ebpf.MapSpec `ebpf:"config_map"`
 	Counters       *ebpf.MapSpec `ebpf:"counters"`
@@ -174,6 +176,7 @@ func (o *DnsObjects) Close() error {
 //
 // It can be passed to LoadDnsObjects or ebpf.CollectionSpec.LoadAndAssign.
 type DnsMaps struct {
+	AgentSockets   *ebpf.Map `ebpf:"agent_sockets"`
 	AgentStateMap  *ebpf.Map `ebpf:"agent_state_map"`
 	ConfigMap      *ebpf.Map `ebpf:"config_map"`
 	Counters       *ebpf.Map `ebpf:"counters"`
@@ -186,6 +189,7 @@ type DnsMaps struct {
 
 func (m *DnsMaps) Close() error {
 	return _DnsClose(
+		m.AgentSockets,
 		m.AgentStateMap,
 		m.ConfigMap,
 		m.Counters,

@@ -29,6 +29,7 @@ func (in *Interceptor) programs() []program {
 		{"sendmsg4", bpf.LoadSendmsg, ebpf.AttachCGroupUDP4Sendmsg},
 		{"sendmsg6", bpf.LoadSendmsg, ebpf.AttachCGroupUDP6Sendmsg},
 		{"track_origin", bpf.LoadSockops, ebpf.AttachCGroupSockOps},
+		{"quic_egress", bpf.LoadQuic, ebpf.AttachCGroupInetEgress},
 	}
 	if in.cfg.CaptureDNS {
 		ps = append(ps, program{"dns_ingress", bpf.LoadDns, ebpf.AttachCGroupInetIngress})

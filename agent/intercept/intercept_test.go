@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"strconv"
+	"syscall"
 	"testing"
 	"time"
 
@@ -197,30 +198,49 @@ func TestNonTargetsPassUntouched(t *testing.T) {
 	}
 }
 
-func TestMarkedSocketsAreNotRedirected(t *testing.T) {
-	// The agent marks its upstream sockets; the helper can't, so check the
-	// kernel side through the counters of a marked connect from a client
-	// process with the mark: here the test process itself, moved into the
-	// cgroup for the duration of the connect.
-	f := setup(t, nil)
-	addr := echoServer(t, "127.0.0.2:443")
-	c := kerneltest.InCgroup(t, f.client, func() (net.Conn, error) {
-		d := net.Dialer{Control: intercept.MarkControl(intercept.DefaultMark)}
-		return d.Dial("tcp", addr)
-	})
-	c.Write([]byte("x"))
-	c.(*net.TCPConn).CloseWrite()
-	b, _ := io.ReadAll(c)
-	c.Close()
-	if string(b) != "echo:x" {
-		t.Fatalf("marked connection got %q, want the real destination's echo", b)
+func TestOnlyRegisteredAgentSocketsAreNotRedirected(t *testing.T) {
+	// The agent's dialers register their sockets; a process that merely
+	// sets the agent's mark (CAP_NET_ADMIN is enough) is intercepted. The
+	// helper processes cannot use the registry, so the test process itself
+	// connects, moved into the client cgroup for the duration of the dial.
+	tests := []struct {
+		name         string
+		control      func(f *fixture) func(string, string, syscall.RawConn) error
+		wantRedirect bool
+		wantCounters map[string]uint64
+	}{
+		{"registered and marked", func(f *fixture) func(string, string, syscall.RawConn) error {
+			return f.in.Sockets().Control
+		}, false, map[string]uint64{"skipped_agent": 1, "redirected": 0, "forged_mark": 0}},
+		{"mark only (forged)", func(*fixture) func(string, string, syscall.RawConn) error {
+			return kerneltest.MarkControl(intercept.DefaultMark)
+		}, true, map[string]uint64{"skipped_agent": 0, "redirected": 1, "forged_mark": 1}},
 	}
-	counts, err := f.in.Counters()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if counts["skipped_agent"] != 1 || counts["redirected"] != 0 {
-		t.Errorf("counters %v, want one skipped_agent and no redirect", counts)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := setup(t, nil)
+			addr := echoServer(t, "127.0.0.2:443")
+			c := kerneltest.InCgroup(t, f.client, func() (net.Conn, error) {
+				d := net.Dialer{Control: tt.control(f)}
+				return d.Dial("tcp", addr)
+			})
+			c.Write([]byte("x"))
+			c.(*net.TCPConn).CloseWrite()
+			b, _ := io.ReadAll(c)
+			c.Close()
+			if redirected := string(b) != "echo:x"; redirected != tt.wantRedirect {
+				t.Errorf("connection got %q: redirected %v, want %v", b, redirected, tt.wantRedirect)
+			}
+			counts, err := f.in.Counters()
+			if err != nil {
+				t.Fatal(err)
+			}
+			for k, want := range tt.wantCounters {
+				if counts[k] != want {
+					t.Errorf("counter %s = %d, want %d (all: %v)", k, counts[k], want, counts)
+				}
+			}
+		})
 	}
 }
 
@@ -330,8 +350,8 @@ func TestFailClosedRefusesUntilAgentReturns(t *testing.T) {
 	if err := in2.ApplyTargets(prefixes("127.0.0.2/32"), nil); err != nil {
 		t.Fatal(err)
 	}
-	if n := attachedPrograms(t, f.cg); n != 5 {
-		t.Errorf("%d programs attached after takeover, want 5 (no duplicates)", n)
+	if n := attachedPrograms(t, f.cg); n != 6 {
+		t.Errorf("%d programs attached after takeover, want 6 (no duplicates)", n)
 	}
 	decodeOrigin(t, kerneltest.RunHelper(t, f.client, nil, "tcp", "127.0.0.2:443", "x"))
 
@@ -351,3 +371,84 @@ func TestFailClosedRefusesUntilAgentReturns(t *testing.T) {
 }
 
 func attachedPrograms(t *testing.T, dir string) int { return kerneltest.AttachedPrograms(t, dir) }
+
+func TestRawUDPToATargetIsDroppedAtEgress(t *testing.T) {
+	// A raw socket builds its own UDP header and passes neither connect
+	// nor sendmsg: only the egress program stands between it and the
+	// target. Listeners on ephemeral ports, made target ports, keep
+	// parallel runs apart; port 443 itself is covered by the e2e test.
+	l4, l6, other := udpListener(t, "127.0.0.2:0"), udpListener(t, "[::1]:0"), udpListener(t, "127.0.0.3:0")
+	f := setup(t, func(c *intercept.Config) {
+		c.Ports = []uint16{443, l4.port(), l6.port(), other.port()}
+	})
+	tests := []struct {
+		name    string
+		l       *udpSink
+		dropped bool
+	}{
+		{"ipv4 target", l4, true},
+		{"ipv6 target", l6, true},
+		{"ipv4 other address", other, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before, err := f.in.Counters()
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := kerneltest.RunHelper(t, f.client, nil, "udp-raw", tt.l.addr)
+			// A packet dropped at egress fails the send with EPERM.
+			if wantErrno := map[bool]string{true: "EPERM"}[tt.dropped]; r.Errno != wantErrno {
+				t.Errorf("raw send gave %q, want errno %q", r.Err, wantErrno)
+			}
+			if got := tt.l.received(500 * time.Millisecond); got == tt.dropped {
+				t.Errorf("listener on %s received a datagram: %v, want %v", tt.l.addr, got, !tt.dropped)
+			}
+			after, err := f.in.Counters()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := map[bool]uint64{true: 1, false: 0}[tt.dropped]; after["dropped_quic"]-before["dropped_quic"] != want {
+				t.Errorf("dropped_quic counted %d, want %d", after["dropped_quic"]-before["dropped_quic"], want)
+			}
+		})
+	}
+}
+
+// udpSink is a UDP listener that reports whether a datagram arrived.
+type udpSink struct {
+	addr string
+	got  chan struct{}
+}
+
+func udpListener(t *testing.T, addr string) *udpSink {
+	t.Helper()
+	pc, err := net.ListenPacket("udp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	s := &udpSink{addr: pc.LocalAddr().String(), got: make(chan struct{}, 16)}
+	go func() {
+		b := make([]byte, 1500)
+		for {
+			if _, _, err := pc.ReadFrom(b); err != nil {
+				return
+			}
+			s.got <- struct{}{}
+		}
+	}()
+	return s
+}
+
+func (s *udpSink) port() uint16 { return netip.MustParseAddrPort(s.addr).Port() }
+
+// received waits up to d for a datagram.
+func (s *udpSink) received(d time.Duration) bool {
+	select {
+	case <-s.got:
+		return true
+	case <-time.After(d):
+		return false
+	}
+}

@@ -15,6 +15,8 @@ import (
 // given to every program object, so all programs see the same state.
 type sharedMaps struct {
 	targets, targetPorts, pending, origins, config, state, counters, dnsEvents *ebpf.Map
+	// agentSockets belongs to an AgentSockets, which outlives these maps.
+	agentSockets *ebpf.Map
 }
 
 // sharedMapNames lists them by their C names. Objects also carry maps of
@@ -29,11 +31,13 @@ func (m *sharedMaps) byName() map[string]**ebpf.Map {
 		bpf.Connect4MapAgentStateMap:  &m.state,
 		bpf.Connect4MapCounters:       &m.counters,
 		bpf.DnsMapDnsEvents:           &m.dnsEvents,
+		bpf.Connect4MapAgentSockets:   &m.agentSockets,
 	}
 }
 
-func newSharedMaps() (_ *sharedMaps, err error) {
-	m := &sharedMaps{}
+// newSharedMaps creates the maps, except agent_sockets, which is given.
+func newSharedMaps(agentSockets *ebpf.Map) (_ *sharedMaps, err error) {
+	m := &sharedMaps{agentSockets: agentSockets}
 	defer func() {
 		if err != nil {
 			m.Close()
@@ -50,6 +54,9 @@ func newSharedMaps() (_ *sharedMaps, err error) {
 		}
 	}
 	for name, dst := range m.byName() {
+		if *dst != nil {
+			continue
+		}
 		spec, ok := specs[name]
 		if !ok {
 			return nil, fmt.Errorf("intercept: map %s missing from the program objects", name)
@@ -75,7 +82,7 @@ func (m *sharedMaps) replacementsFor(spec *ebpf.CollectionSpec) map[string]*ebpf
 func (m *sharedMaps) Close() error {
 	var errs []error
 	for _, mp := range m.byName() {
-		if *mp != nil {
+		if *mp != nil && *mp != m.agentSockets {
 			errs = append(errs, (*mp).Close())
 		}
 	}
@@ -188,6 +195,8 @@ var counterNames = map[bpf.Connect4Counter]string{
 	bpf.Connect4CounterCOUNTER_CLOSED:           "closed",
 	bpf.Connect4CounterCOUNTER_DNS_CAPTURED:     "dns_captured",
 	bpf.Connect4CounterCOUNTER_DNS_DROPPED:      "dns_dropped",
+	bpf.Connect4CounterCOUNTER_FORGED_MARK:      "forged_mark",
+	bpf.Connect4CounterCOUNTER_DROPPED_QUIC:     "dropped_quic",
 }
 
 // TableSizes returns how many entries the origin tables hold: connects

@@ -11,8 +11,6 @@ import (
 	"time"
 
 	"github.com/elazarl/goproxy"
-
-	"github.com/promptrail/promptrail/agent/intercept"
 )
 
 // ServeExplicit runs an HTTPS_PROXY-style proxy on ln until ctx is done,
@@ -24,7 +22,7 @@ import (
 func (s *Server) ServeExplicit(ctx context.Context, ln net.Listener) error {
 	p := goproxy.NewProxyHttpServer()
 	p.Logger = slogPrintf{s.cfg.Logger}
-	dialer := &net.Dialer{Timeout: s.cfg.DialTimeout, Control: intercept.MarkControl(s.cfg.Mark)}
+	dialer := &net.Dialer{Timeout: s.cfg.DialTimeout, Control: s.cfg.Control}
 	p.ConnectDial = dialer.Dial
 	p.Tr = &http.Transport{DialContext: dialer.DialContext, Proxy: nil, IdleConnTimeout: 90 * time.Second}
 	p.OnRequest().HandleConnectFunc(func(host string, pctx *goproxy.ProxyCtx) (*goproxy.ConnectAction, string) {

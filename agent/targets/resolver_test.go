@@ -127,7 +127,7 @@ func newTestResolver(t *testing.T, srv *testDNSServer, hosts map[string][]netip.
 	if err := os.WriteFile(path, []byte(conf.String()), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	r := NewDNSResolver(path).(*dnsResolver)
+	r := NewDNSResolver(path, nil).(*dnsResolver)
 	r.port = srv.port
 	r.timeout = 500 * time.Millisecond
 	r.lookupIP = func(ctx context.Context, network, host string) ([]netip.Addr, error) {

@@ -53,7 +53,7 @@ type Config struct {
 	// CIDRs are prefixes intercepted for as long as the Set runs.
 	// IPv4-mapped IPv6 prefixes are converted to IPv4. Nil: none.
 	CIDRs []netip.Prefix
-	// Resolver resolves Hosts. Nil: NewDNSResolver("/etc/resolv.conf").
+	// Resolver resolves Hosts. Nil: NewDNSResolver("/etc/resolv.conf", nil).
 	Resolver Resolver
 	// MinTTL is the shortest lifetime given to a resolved or observed
 	// address, so that a zero or tiny TTL does not make the agent re-resolve
@@ -194,7 +194,7 @@ func New(cfg Config, a Applier) (*Set, error) {
 	}
 	slices.Sort(s.names)
 	if s.resolver == nil && len(s.names) > 0 {
-		s.resolver = NewDNSResolver(defaultResolvConf)
+		s.resolver = NewDNSResolver(defaultResolvConf, nil)
 	}
 	return s, nil
 }

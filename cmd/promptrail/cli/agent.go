@@ -53,7 +53,7 @@ func addAgentFlags(fs *flag.FlagSet, dataDir string, failMode intercept.FailMode
 		cgroupRoot: fs.String("cgroup-root", "", "cgroup v2 `directory` whose processes are intercepted (default: the cgroup v2 mount, /sys/fs/cgroup or /sys/fs/cgroup/unified)"),
 		failMode:   fs.String("fail-mode", string(failMode), "what happens while no agent runs: fail-closed or fail-open"),
 		pinPath:    fs.String("pin-path", intercept.DefaultPinPath, "bpffs `directory` where fail-closed programs are pinned"),
-		mark:       fs.String("socket-mark", fmt.Sprintf("%#x", intercept.DefaultMark), "SO_MARK of the agent's own sockets, which are never redirected; pick bits your CNI leaves alone"),
+		mark:       fs.String("socket-mark", fmt.Sprintf("%#x", intercept.DefaultMark), "SO_MARK of the agent's own sockets (which are also registered by cookie: the mark alone exempts nothing); the default is a bit kube-proxy, Calico, Cilium, Istio and the AWS VPC CNI leave alone"),
 		targets:    settings.NewList(agent.DefaultTarget),
 		cidrs:      settings.NewList(),
 		listen:     settings.NewList("127.0.0.1:15001", "[::1]:15001"),

@@ -1,0 +1,141 @@
+package e2e
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/promptrail/promptrail/agent/intercept"
+	"github.com/promptrail/promptrail/internal/kerneltest"
+)
+
+// Hostile clients: a workload in the client cgroup tries to reach a target
+// without the agent, or to teach the agent targets it should not have.
+// Each attempt is intercepted and recorded, or refused; never an
+// unrecorded exchange with the upstream. These tests use 127.0.2.0/24 and
+// ports 15200-15249 only.
+
+const hostileMetrics = "127.0.2.1:15249"
+
+func TestHostileClientWithTheAgentsMarkIsIntercepted(t *testing.T) {
+	n := newNode(t)
+	a := startAgent(t, n.agent, n.agentArgs("--fail-mode", "fail-open", "--capture-dns=false", "--metrics-listen", hostileMetrics,
+		"--target", "127.0.2.2:443", "--proxy-listen", "127.0.0.1:15200")...)
+	tests := []struct {
+		name string
+		mark uint32
+	}{
+		{"default mark", intercept.DefaultMark},
+		{"the old default 0x7072", 0x7072},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			echo := newEchoServer(t, "127.0.2.2:443")
+			// SO_MARK needs CAP_NET_ADMIN, which the (root) helper has, as a
+			// privileged container would.
+			r := kerneltest.RunHelper(t, n.client, nil, "tcp-marked", fmt.Sprint(tt.mark), "127.0.2.2:443", "ping")
+			checkProxied(t, a, echo, r, n.client, "127.0.2.2:443")
+			if tt.mark == intercept.DefaultMark {
+				if got := kernelEvents(t, "forged_mark"); got != float64(i+1) {
+					t.Errorf("forged_mark counted %v, want %d", got, i+1)
+				}
+			}
+		})
+	}
+}
+
+func TestHostileClientRawQUICToATargetIsDropped(t *testing.T) {
+	n := newNode(t)
+	startAgent(t, n.agent, n.agentArgs("--fail-mode", "fail-open", "--capture-dns=false", "--metrics-listen", hostileMetrics,
+		"--target", "127.0.2.3:443", "--proxy-listen", "127.0.0.1:15201")...)
+	target, other := udpSink(t, "127.0.2.3:443"), udpSink(t, "127.0.2.4:443")
+
+	tests := []struct {
+		name, helper, addr string
+		sink               chan string
+		wantErrno          string // a packet dropped at egress fails the send with EPERM
+		arrives            bool
+	}{
+		{"raw socket to target", "udp-raw", "127.0.2.3:443", target, "EPERM", false},
+		{"unconnected UDP to target", "udp-sendto", "127.0.2.3:443", target, "EPERM", false},
+		{"connected UDP to target", "udp-connect", "127.0.2.3:443", target, "EPERM", false},
+		{"raw socket elsewhere", "udp-raw", "127.0.2.4:443", other, "", true},
+	}
+	dropped := 0.0
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			addr := tt.addr
+			r := kerneltest.RunHelper(t, n.client, nil, tt.helper, addr)
+			if r.Errno != tt.wantErrno {
+				t.Errorf("%s to %s gave %q, want errno %q", tt.helper, addr, r.Err, tt.wantErrno)
+			}
+			select {
+			case got := <-tt.sink:
+				if !tt.arrives {
+					t.Errorf("the listener on %s received %q", addr, got)
+				}
+			case <-time.After(500 * time.Millisecond):
+				if tt.arrives {
+					t.Errorf("the listener on %s received nothing", addr)
+				}
+			}
+			if tt.helper == "udp-raw" && !tt.arrives {
+				dropped++
+			}
+			if got := kernelEvents(t, "dropped_quic"); got != dropped {
+				t.Errorf("dropped_quic counted %v, want %v", got, dropped)
+			}
+		})
+	}
+}
+
+// udpSink listens on addr and passes on what arrives.
+func udpSink(t *testing.T, addr string) chan string {
+	t.Helper()
+	pc, err := net.ListenPacket("udp", addr)
+	if err != nil {
+		t.Fatalf("UDP listener on %s: %v", addr, err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	got := make(chan string, 16)
+	go func() {
+		b := make([]byte, 1500)
+		for {
+			n, _, err := pc.ReadFrom(b)
+			if err != nil {
+				return
+			}
+			got <- string(b[:n])
+		}
+	}()
+	return got
+}
+
+// kernelEvents reads promptrail_kernel_events_total{event=...} from the
+// agent's /metrics on hostileMetrics.
+func kernelEvents(t *testing.T, event string) float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + hostileMetrics + "/metrics")
+	if err != nil {
+		t.Fatalf("scraping the agent's metrics: %v", err)
+	}
+	defer resp.Body.Close()
+	prefix := `promptrail_kernel_events_total{event="` + event + `"} `
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), prefix); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("metric line %q: %v", sc.Text(), err)
+			}
+			return f
+		}
+	}
+	t.Fatalf("the agent's /metrics has no %s", strings.TrimSpace(prefix))
+	return 0
+}

@@ -1,0 +1,103 @@
+package kerneltest
+
+import (
+	"encoding/binary"
+	"fmt"
+	"net"
+	"net/netip"
+	"syscall"
+	"time"
+
+	"github.com/miekg/dns"
+	"golang.org/x/sys/unix"
+)
+
+// Hostile helpers: what a workload can do to get past the agent (see
+// helpers for their command lines).
+
+func tcpExchangeMarked(addr, msg string, mark uint32) Result {
+	d := net.Dialer{Timeout: 5 * time.Second, Control: MarkControl(mark)}
+	c, err := d.Dial("tcp", addr)
+	if err != nil {
+		return withErr(Result{}, err)
+	}
+	return exchange(c, msg)
+}
+
+// MarkControl is a dialer Control that sets SO_MARK mark on the socket, as
+// any workload with CAP_NET_ADMIN can.
+func MarkControl(mark uint32) func(network, address string, c syscall.RawConn) error {
+	return func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		if err := c.Control(func(fd uintptr) {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK, int(mark))
+		}); err != nil {
+			return err
+		}
+		return serr
+	}
+}
+
+func sendRawUDP(addr string, payload []byte) error {
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil {
+		return err
+	}
+	hdr := make([]byte, 8, 8+len(payload))
+	binary.BigEndian.PutUint16(hdr[0:], 40443)
+	binary.BigEndian.PutUint16(hdr[2:], ap.Port())
+	binary.BigEndian.PutUint16(hdr[4:], uint16(8+len(payload)))
+	pkt := append(hdr, payload...) // checksum 0: none, allowed over IPv4
+	if ap.Addr().Is4() {
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_UDP)
+		if err != nil {
+			return fmt.Errorf("raw socket: %w", err)
+		}
+		defer unix.Close(fd)
+		return unix.Sendto(fd, pkt, 0, &unix.SockaddrInet4{Addr: ap.Addr().As4()})
+	}
+	fd, err := unix.Socket(unix.AF_INET6, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_UDP)
+	if err != nil {
+		return fmt.Errorf("raw socket: %w", err)
+	}
+	defer unix.Close(fd)
+	// IPv6 requires a UDP checksum: let the kernel fill it in (offset 6).
+	if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_CHECKSUM, 6); err != nil {
+		return fmt.Errorf("IPV6_CHECKSUM: %w", err)
+	}
+	return unix.Sendto(fd, pkt, 0, &unix.SockaddrInet6{Addr: ap.Addr().As16()})
+}
+
+func forgeDNSAnswer(from, to, name, ip string) error {
+	a, err := netip.ParseAddr(ip)
+	if err != nil {
+		return err
+	}
+	recv, err := net.ListenPacket("udp", to)
+	if err != nil {
+		return fmt.Errorf("receiver: %w", err)
+	}
+	defer recv.Close()
+	send, err := net.ListenPacket("udp", from)
+	if err != nil {
+		return fmt.Errorf("sender on port 53: %w", err)
+	}
+	defer send.Close()
+	m := new(dns.Msg)
+	m.SetQuestion(dns.Fqdn(name), dns.TypeA)
+	m.Response = true
+	m.Answer = []dns.RR{&dns.A{Hdr: dns.RR_Header{Name: dns.Fqdn(name), Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 3600},
+		A: a.AsSlice()}}
+	b, err := m.Pack()
+	if err != nil {
+		return err
+	}
+	if _, err := send.WriteTo(b, recv.LocalAddr()); err != nil {
+		return err
+	}
+	recv.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, _, err := recv.ReadFrom(make([]byte, 1500)); err != nil {
+		return fmt.Errorf("the forged answer did not arrive: %w", err)
+	}
+	return nil
+}
