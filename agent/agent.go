@@ -59,8 +59,13 @@ type Config struct {
 	// receive.
 	CaptureDNS bool
 	// DNSResolvConf is the resolver configuration used to resolve target
-	// names. Empty: /etc/resolv.conf.
+	// names; its nameservers are also the sources whose DNS answers
+	// CaptureDNS learns from. Empty: /etc/resolv.conf.
 	DNSResolvConf string
+	// DNSServers are resolvers besides DNSResolvConf's nameservers whose
+	// answers CaptureDNS learns from: the cluster DNS service, a node-local
+	// cache. Answers from any other source are ignored.
+	DNSServers []string
 	// CACert and CAKey are the CA that signs the certificates clients see.
 	// Empty: a node CA created in DataDir on first start.
 	CACert, CAKey string
@@ -121,6 +126,10 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	dnsServers, err := parseAddrs("DNS server", cfg.DNSServers)
+	if err != nil {
+		return err
+	}
 	pipe, err := startPipeline(ctx, cfg, node, log)
 	if err != nil {
 		return err
@@ -178,14 +187,16 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("agent: %w", err)
 	}
 	resolver := targets.NewDNSResolver(cfg.DNSResolvConf, socks.Control)
-	set, err := targets.New(targets.Config{Hosts: plan.hosts, CIDRs: plan.cidrs, Resolver: resolver, Logger: log}, in)
+	sources := targets.NewDNSSources(cfg.DNSResolvConf, dnsServers)
+	set, err := targets.New(targets.Config{Hosts: plan.hosts, CIDRs: plan.cidrs, Resolver: resolver,
+		DNSSources: sources, Logger: log}, in)
 	if err != nil {
 		in.Close()
 		closeAll(lns)
 		return fmt.Errorf("agent: %w", err)
 	}
 	log.Info("agent running", "targets", cfg.targetList(), "target_cidrs", cfg.TargetCIDRs, "proxy_listen", listen.all,
-		"cgroup_root", cfg.CgroupRoot, "data_dir", cfg.DataDir)
+		"cgroup_root", cfg.CgroupRoot, "data_dir", cfg.DataDir, "dns_sources", sources.Addrs())
 	return supervise(ctx, log, parts{in: in, srv: srv, set: set, dns: cfg.CaptureDNS, explicit: explicit})
 }
 
@@ -436,6 +447,18 @@ func parseListen(addrs []string) (listenPlan, error) {
 		}
 	}
 	return p, nil
+}
+
+func parseAddrs(what string, ss []string) ([]netip.Addr, error) {
+	var out []netip.Addr
+	for _, s := range ss {
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return nil, fmt.Errorf("agent: %s %q: want an IP address: %w", what, s, err)
+		}
+		out = append(out, a)
+	}
+	return out, nil
 }
 
 // lateOrigins lets the proxy exist before the Interceptor that answers its

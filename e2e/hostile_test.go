@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -92,6 +94,44 @@ func TestHostileClientRawQUICToATargetIsDropped(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestHostileClientForgedDNSAnswerTeachesNoTarget(t *testing.T) {
+	n := newNode(t)
+	const name = "api.i10bpf-test.example"
+	resolver := startDNS(t, "127.0.2.53:53", name, netip.MustParseAddr("127.0.2.5"))
+	real, forged := newEchoServer(t, "127.0.2.5:443"), newEchoServer(t, "127.0.2.6:443")
+	// The test's resolver stands for the cluster DNS service; the agent's
+	// resolv.conf points nowhere, so it learns addresses only by watching.
+	a := startAgent(t, n.agent, n.agentArgs("--fail-mode", "fail-open", "--capture-dns", "--dns-server", "127.0.2.53",
+		"--target", name+":443", "--proxy-listen", "127.0.0.1:15202")...)
+
+	t.Run("forged answer", func(t *testing.T) {
+		// The workload answers itself from a port 53 of its own.
+		if r := kerneltest.RunHelper(t, n.client, nil, "dns-forge", "127.0.2.66:53", "127.0.2.67:0", name, "127.0.2.6"); r.Err != "" {
+			t.Fatalf("forging: %s", r.Err)
+		}
+		a.waitLog(t, "ignored a captured DNS packet", func(l map[string]any) bool {
+			return strings.Contains(fmt.Sprint(l["err"]), "not from a trusted resolver") && strings.Contains(fmt.Sprint(l["err"]), "127.0.2.66")
+		})
+		r := kerneltest.RunHelper(t, n.client, nil, "tcp", "127.0.2.6:443", "ping")
+		if peers := forged.seen(); len(peers) != 1 || peers[0] != r.Local {
+			t.Errorf("the forged address was intercepted: the destination saw %v, want the client %s itself", peers, r.Local)
+		}
+		for _, l := range a.lines() {
+			if l["msg"] == "target added" && l["prefix"] == "127.0.2.6/32" {
+				t.Errorf("the agent added the forged address: %v", l)
+			}
+		}
+	})
+	t.Run("answer from the trusted resolver", func(t *testing.T) {
+		res := kerneltest.RunHelper(t, n.client, nil, "resolve", resolver, name)
+		if !slices.Contains(res.Addrs, "127.0.2.5") {
+			t.Fatalf("resolver answered %v (%s)", res.Addrs, res.Err)
+		}
+		a.waitLog(t, "target added", func(l map[string]any) bool { return l["prefix"] == "127.0.2.5/32" })
+		checkProxied(t, a, real, kerneltest.RunHelper(t, n.client, nil, "tcp", "127.0.2.5:443", "ping"), n.client, "127.0.2.5:443")
+	})
 }
 
 // udpSink listens on addr and passes on what arrives.

@@ -24,6 +24,7 @@ type decoder struct {
 	dns   layers.DNS
 	trunc truncFeedback
 	found []observation
+	src   netip.Addr // the decoded packet's source address
 }
 
 // truncFeedback records gopacket's report that a layer claims more bytes than
@@ -50,8 +51,18 @@ type link struct {
 // header, and adds the A and AAAA addresses it gives for configured hosts,
 // following CNAME chains within the message. Queries and unsuccessful
 // responses are ignored. Packets that cannot be decoded, are not UDP from
-// port 53, or were cut short by the capture return an error. It is safe to
-// call concurrently with itself and with Run.
+// port 53, or were cut short by the capture return an error, and so do
+// answers whose source is not one of Config.DNSSources
+// (ErrUntrustedDNSSource). It is safe to call concurrently with itself and
+// with Run.
+//
+// The source check stops a workload that sends itself an answer from a
+// port 53 of its own. It cannot stop one that forges the source address of
+// a trusted resolver (a raw socket, or IP_FREEBIND and a packet to itself
+// over loopback); such an answer can add addresses for configured hosts
+// only, at most maxObservedPerHost of them, each for at most MaxTTL, so the
+// worst it does is intercept more (an address that is not a target's gets
+// its TLS spliced, not decrypted).
 func (s *Set) ObserveDNS(packet []byte) error {
 	d := s.decoders.Get().(*decoder)
 	msg, err := d.decodeSafely(packet)
@@ -60,6 +71,11 @@ func (s *Set) ObserveDNS(packet []byte) error {
 			s.decoders.Put(d)
 		}
 		return err
+	}
+	if s.sources == nil || !s.sources.Contains(d.src) {
+		src := d.src
+		s.decoders.Put(d)
+		return fmt.Errorf("%w: %s", ErrUntrustedDNSSource, src)
 	}
 	if !msg.QR || msg.OpCode != layers.DNSOpCodeQuery || msg.ResponseCode != layers.DNSResponseCodeNoErr {
 		s.decoders.Put(d)
@@ -75,6 +91,10 @@ func (s *Set) ObserveDNS(packet []byte) error {
 }
 
 var errDecoderPanic = errors.New("targets: DNS packet decoder panicked")
+
+// ErrUntrustedDNSSource is returned by ObserveDNS for an answer that does not
+// come from one of the resolvers in Config.DNSSources.
+var ErrUntrustedDNSSource = errors.New("targets: DNS answer not from a trusted resolver (resolv.conf nameservers or --dns-server)")
 
 // decodeSafely turns a panic in gopacket into an error: the input comes from
 // the network, and gopacket v1.1.19 panics on some crafted packets. The known
@@ -107,11 +127,13 @@ func (d *decoder) decode(packet []byte) (*layers.DNS, error) {
 			return nil, errors.New("targets: IPv4 fragment; pass reassembled DNS responses")
 		}
 		proto, payload = d.ip4.Protocol, d.ip4.Payload
+		d.src, _ = netip.AddrFromSlice(d.ip4.SrcIP)
 	case 6:
 		if err := d.ip6.DecodeFromBytes(packet, &d.trunc); err != nil {
 			return nil, fmt.Errorf("targets: decoding IPv6 header: %w", err)
 		}
 		proto, payload = d.ip6.NextHeader, d.ip6.Payload
+		d.src, _ = netip.AddrFromSlice(d.ip6.SrcIP)
 		if d.ip6.HopByHop != nil {
 			proto = d.ip6.HopByHop.NextHeader
 		}

@@ -35,31 +35,51 @@ func response(qname string, answers ...layers.DNSResourceRecord) *layers.DNS {
 	}
 }
 
-// mustPacket serializes msg in a UDP datagram from srcPort, over IPv6 if v6.
+// The resolvers that test packets come from; testSources trusts them.
+var (
+	testResolver4 = netip.MustParseAddr("192.0.2.53")
+	testResolver6 = netip.MustParseAddr("2001:db8:53::53")
+)
+
+func testSources() *DNSSources { return NewDNSSources("", []netip.Addr{testResolver4, testResolver6}) }
+
+// mustPacket serializes msg in a UDP datagram from srcPort of a test
+// resolver, over IPv6 if v6.
 func mustPacket(t testing.TB, v6 bool, srcPort uint16, msg *layers.DNS) []byte {
 	t.Helper()
-	pkt, err := buildPacket(v6, srcPort, msg)
+	src := testResolver4
+	if v6 {
+		src = testResolver6
+	}
+	return mustPacketFrom(t, src, srcPort, msg)
+}
+
+// mustPacketFrom is mustPacket from the address src.
+func mustPacketFrom(t testing.TB, src netip.Addr, srcPort uint16, msg *layers.DNS) []byte {
+	t.Helper()
+	pkt, err := buildPacket(src, srcPort, msg)
 	if err != nil {
 		t.Fatalf("building packet: %v", err)
 	}
 	return pkt
 }
 
-func buildPacket(v6 bool, srcPort uint16, msg *layers.DNS) ([]byte, error) {
+func buildPacket(src netip.Addr, srcPort uint16, msg *layers.DNS) ([]byte, error) {
+	v6 := src.Is6()
 	buf := gopacket.NewSerializeBuffer()
 	opts := gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}
 	udp := &layers.UDP{SrcPort: layers.UDPPort(srcPort), DstPort: 41000}
 	var ip gopacket.SerializableLayer
 	if v6 {
 		ip6 := &layers.IPv6{Version: 6, NextHeader: layers.IPProtocolUDP, HopLimit: 64,
-			SrcIP: net.ParseIP("2001:db8:53::53"), DstIP: net.ParseIP("2001:db8:53::1")}
+			SrcIP: src.AsSlice(), DstIP: net.ParseIP("2001:db8:53::1")}
 		if err := udp.SetNetworkLayerForChecksum(ip6); err != nil {
 			return nil, err
 		}
 		ip = ip6
 	} else {
 		ip4 := &layers.IPv4{Version: 4, IHL: 5, TTL: 64, Protocol: layers.IPProtocolUDP,
-			SrcIP: net.IPv4(192, 0, 2, 53).To4(), DstIP: net.IPv4(192, 0, 2, 100).To4()}
+			SrcIP: src.AsSlice(), DstIP: net.IPv4(192, 0, 2, 100).To4()}
 		if err := udp.SetNetworkLayerForChecksum(ip4); err != nil {
 			return nil, err
 		}
@@ -220,7 +240,7 @@ func FuzzObserveDNS(f *testing.F) {
 	for _, p := range seedPackets(f) {
 		f.Add(p)
 	}
-	cfg := Config{Hosts: []string{"api.openai.com", "x.cdn.net"}, Resolver: newFakeResolver(), Logger: discardLogger()}
+	cfg := Config{Hosts: []string{"api.openai.com", "x.cdn.net"}, Resolver: newFakeResolver(), Logger: discardLogger(), DNSSources: testSources()}
 	f.Fuzz(func(t *testing.T, packet []byte) {
 		// A fresh Set per input keeps runs independent and cheap.
 		s, err := New(cfg, nopApplier{})
@@ -263,7 +283,7 @@ func BenchmarkObserveDNS(b *testing.B) {
 	}
 	for _, c := range cases {
 		b.Run(c.name, func(b *testing.B) {
-			s, err := New(Config{Hosts: []string{host}, Resolver: newFakeResolver(), Logger: discardLogger()}, nopApplier{})
+			s, err := New(Config{Hosts: []string{host}, Resolver: newFakeResolver(), Logger: discardLogger(), DNSSources: testSources()}, nopApplier{})
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -334,12 +334,13 @@ func TestRun(t *testing.T) {
 	r.set("slow.example", fakeAnswer{addrs: addrs("192.0.2.2"), ttl: time.Hour})
 	a := newFakeApplier(t)
 	s, err := New(Config{
-		Hosts:    []string{"fast.example", "slow.example"},
-		CIDRs:    pfxs("10.0.0.0/8"),
-		Resolver: r,
-		MinTTL:   10 * time.Millisecond,
-		Grace:    -1,
-		Logger:   discardLogger(),
+		Hosts:      []string{"fast.example", "slow.example"},
+		CIDRs:      pfxs("10.0.0.0/8"),
+		Resolver:   r,
+		MinTTL:     10 * time.Millisecond,
+		Grace:      -1,
+		Logger:     discardLogger(),
+		DNSSources: testSources(),
 	}, a)
 	if err != nil {
 		t.Fatal(err)
@@ -385,6 +386,7 @@ func TestConcurrentObserve(t *testing.T) {
 	r.set("api.openai.com", fakeAnswer{addrs: addrs("192.0.2.1"), ttl: 5 * time.Millisecond})
 	s, err := New(Config{
 		Hosts: []string{"api.openai.com"}, Resolver: r, MinTTL: time.Millisecond, Grace: -1, Logger: discardLogger(),
+		DNSSources: testSources(),
 	}, newFakeApplier(t))
 	if err != nil {
 		t.Fatal(err)

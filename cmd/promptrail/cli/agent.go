@@ -40,7 +40,7 @@ type agentFlags struct {
 	maskDisable, maskBlock                               *settings.List
 	maxBody                                              *int
 	maxRequestBody                                       *int64
-	targets, cidrs, listen                               *settings.List
+	targets, cidrs, listen, dnsServers                   *settings.List
 	captureDNS                                           *bool
 	heartbeat, upstreamIdle                              *durationFlag
 	log                                                  logFlags
@@ -57,7 +57,8 @@ func addAgentFlags(fs *flag.FlagSet, dataDir string, failMode intercept.FailMode
 		targets:    settings.NewList(agent.DefaultTarget),
 		cidrs:      settings.NewList(),
 		listen:     settings.NewList("127.0.0.1:15001", "[::1]:15001"),
-		captureDNS: fs.Bool("capture-dns", true, "learn target addresses from DNS answers that workloads receive"),
+		captureDNS: fs.Bool("capture-dns", true, "learn target addresses from DNS answers that workloads receive from a trusted resolver (--resolv-conf's nameservers, --dns-server)"),
+		dnsServers: settings.NewList(),
 		heartbeat:  &durationFlag{},
 		log:        addLogFlags(fs),
 
@@ -91,6 +92,7 @@ func addAgentFlags(fs *flag.FlagSet, dataDir string, failMode intercept.FailMode
 	fs.Var(f.maskBlock, "mask-block-rule", "`rule-id` whose findings block the request (403) instead of masking it, repeatable")
 	fs.Var(f.upstreamIdle, "upstream-idle-timeout", "cancel a response (a stalled stream) after this `long` without a byte (default 5m)")
 	fs.Var(f.targets, "target", "`host[:port]` to intercept, repeatable or comma-separated; a name or an IP (port 443 if absent)")
+	fs.Var(f.dnsServers, "dns-server", "`ip` of a resolver besides --resolv-conf's nameservers whose answers teach target addresses, repeatable: the cluster DNS service (e.g. 10.96.0.10), a node-local cache (169.254.20.10)")
 	fs.Var(f.cidrs, "target-cidr", "`prefix` whose addresses are targets on the target ports, repeatable")
 	fs.Var(f.listen, "proxy-listen", "`ip:port` the proxy listens on, repeatable: loopback serves the host's network namespace,\nthe first non-loopback address of a family serves pods (the node IP in a DaemonSet)")
 	fs.Var(f.heartbeat, "heartbeat-timeout", "fail-closed: refuse connects to targets when the agent is silent this `long` (default 5s)")
@@ -125,6 +127,7 @@ func (f agentFlags) agentConfig() (agent.Config, error) {
 		ExplicitProxyListen: *f.explicitListen,
 		Node:                *f.node,
 		DNSResolvConf:       *f.resolvConf,
+		DNSServers:          f.dnsServers.Values(),
 		MaxBody:             *f.maxBody,
 		MaxRequestBody:      *f.maxRequestBody,
 		UpstreamIdleTimeout: f.upstreamIdle.d,
