@@ -267,8 +267,8 @@ func supervise(ctx context.Context, log *slog.Logger, p parts) error {
 	if p.dns {
 		n++
 		go func() {
-			errc <- wrap("dns capture", p.in.ReadDNS(ctx, func(b []byte) {
-				if err := p.set.ObserveDNS(b); err != nil {
+			errc <- wrap("dns capture", p.in.ReadDNS(ctx, func(b []byte, viaLoopback bool) {
+				if err := p.set.ObserveDNS(b, viaLoopback); err != nil {
 					log.Debug("ignored a captured DNS packet", "err", err)
 				}
 			}))

@@ -13,8 +13,10 @@
 #define DNS_MAX_CAPTURE 2048
 
 struct dns_event {
-	__u32 len;      /* bytes in data */
-	__u32 orig_len; /* bytes in the packet */
+	__u32 len;             /* bytes in data */
+	__u32 orig_len;        /* bytes in the packet */
+	__u32 ingress_ifindex; /* the device it arrived on; 1 is loopback in every namespace */
+	__u32 pad;
 	__u8 data[DNS_MAX_CAPTURE];
 };
 
@@ -66,6 +68,8 @@ int dns_ingress(struct __sk_buff *skb)
 	if (n > DNS_MAX_CAPTURE)
 		n = DNS_MAX_CAPTURE;
 	e->len = n;
+	e->ingress_ifindex = skb->ingress_ifindex;
+	e->pad = 0;
 	if (n == 0 || bpf_skb_load_bytes(skb, 0, e->data, n)) {
 		bpf_ringbuf_discard(e, 0);
 		count(COUNTER_DNS_DROPPED);

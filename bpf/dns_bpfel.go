@@ -43,10 +43,12 @@ type DnsConfig struct {
 }
 
 type DnsDnsEvent struct {
-	_       structs.HostLayout
-	Len     uint32
-	OrigLen uint32
-	Data    [2048]uint8
+	_              structs.HostLayout
+	Len            uint32
+	OrigLen        uint32
+	IngressIfindex uint32
+	Pad            uint32
+	Data           [2048]uint8
 }
 
 type DnsOrigin struct {

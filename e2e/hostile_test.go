@@ -100,30 +100,48 @@ func TestHostileClientForgedDNSAnswerTeachesNoTarget(t *testing.T) {
 	n := newNode(t)
 	const name = "api.i10bpf-test.example"
 	resolver := startDNS(t, "127.0.2.53:53", name, netip.MustParseAddr("127.0.2.5"))
-	real, forged := newEchoServer(t, "127.0.2.5:443"), newEchoServer(t, "127.0.2.6:443")
-	// The test's resolver stands for the cluster DNS service; the agent's
+	real := newEchoServer(t, "127.0.2.5:443")
+	// The test's resolver stands for the cluster DNS service, and so does
+	// 192.0.2.53, whose answers would arrive from off the node; the agent's
 	// resolv.conf points nowhere, so it learns addresses only by watching.
-	a := startAgent(t, n.agent, n.agentArgs("--fail-mode", "fail-open", "--capture-dns", "--dns-server", "127.0.2.53",
+	a := startAgent(t, n.agent, n.agentArgs("--fail-mode", "fail-open", "--capture-dns", "--dns-server", "127.0.2.53,192.0.2.53",
 		"--target", name+":443", "--proxy-listen", "127.0.0.1:15202")...)
 
-	t.Run("forged answer", func(t *testing.T) {
+	// A pod-like namespace: a packet sent to its own address (from any
+	// source, with IP_TRANSPARENT, which CAP_NET_RAW allows) never leaves it.
+	pod := kerneltest.NewNetns(t, 2)
+	forgeries := []struct {
+		name, from, to, addr, why string
+		wrap                      func(...string) []string
+	}{
 		// The workload answers itself from a port 53 of its own.
-		if r := kerneltest.RunHelper(t, n.client, nil, "dns-forge", "127.0.2.66:53", "127.0.2.67:0", name, "127.0.2.6"); r.Err != "" {
-			t.Fatalf("forging: %s", r.Err)
-		}
-		a.waitLog(t, "ignored a captured DNS packet", func(l map[string]any) bool {
-			return strings.Contains(fmt.Sprint(l["err"]), "not from a trusted resolver") && strings.Contains(fmt.Sprint(l["err"]), "127.0.2.66")
-		})
-		r := kerneltest.RunHelper(t, n.client, nil, "tcp", "127.0.2.6:443", "ping")
-		if peers := forged.seen(); len(peers) != 1 || peers[0] != r.Local {
-			t.Errorf("the forged address was intercepted: the destination saw %v, want the client %s itself", peers, r.Local)
-		}
-		for _, l := range a.lines() {
-			if l["msg"] == "target added" && l["prefix"] == "127.0.2.6/32" {
-				t.Errorf("the agent added the forged address: %v", l)
+		{"from an untrusted source", "127.0.2.66:53", "127.0.2.67:0", "127.0.2.6", "127.0.2.66", nil},
+		// It forges the trusted cluster DNS address; the answer arrives
+		// over the pod's loopback, where that resolver is never heard.
+		{"from a forged trusted source", "192.0.2.53:53", netip.AddrPortFrom(pod.PodAddr, 0).String(), "127.0.2.7",
+			"arrived over loopback", pod.Command},
+	}
+	for _, f := range forgeries {
+		t.Run(f.name, func(t *testing.T) {
+			forged := newEchoServer(t, f.addr+":443")
+			if r := kerneltest.RunHelper(t, n.client, f.wrap, "dns-forge", f.from, f.to, name, f.addr); r.Err != "" {
+				t.Fatalf("forging: %s", r.Err)
 			}
-		}
-	})
+			a.waitLog(t, "ignored a captured DNS packet", func(l map[string]any) bool {
+				err := fmt.Sprint(l["err"])
+				return strings.Contains(err, "not from a trusted resolver") && strings.Contains(err, f.why)
+			})
+			r := kerneltest.RunHelper(t, n.client, nil, "tcp", f.addr+":443", "ping")
+			if peers := forged.seen(); len(peers) != 1 || peers[0] != r.Local {
+				t.Errorf("the forged address was intercepted: the destination saw %v, want the client %s itself", peers, r.Local)
+			}
+			for _, l := range a.lines() {
+				if l["msg"] == "target added" && l["prefix"] == f.addr+"/32" {
+					t.Errorf("the agent added the forged address: %v", l)
+				}
+			}
+		})
+	}
 	t.Run("answer from the trusted resolver", func(t *testing.T) {
 		res := kerneltest.RunHelper(t, n.client, nil, "resolve", resolver, name)
 		if !slices.Contains(res.Addrs, "127.0.2.5") {

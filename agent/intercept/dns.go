@@ -13,10 +13,11 @@ import (
 )
 
 // ReadDNS calls fn with every DNS response packet (from the IP header on)
-// that a socket under the cgroup root received, until ctx is done or the
-// Interceptor is closed. It needs Config.CaptureDNS. fn must not keep the
-// slice.
-func (in *Interceptor) ReadDNS(ctx context.Context, fn func(packet []byte)) error {
+// that a socket under the cgroup root received, and whether it arrived on
+// a loopback device (so was sent from the receiver's own network
+// namespace), until ctx is done or the Interceptor is closed. It needs
+// Config.CaptureDNS. fn must not keep the slice.
+func (in *Interceptor) ReadDNS(ctx context.Context, fn func(packet []byte, viaLoopback bool)) error {
 	if in.dns == nil {
 		return errors.New("intercept: DNS capture is not enabled")
 	}
@@ -42,6 +43,9 @@ func (in *Interceptor) ReadDNS(ctx context.Context, fn func(packet []byte)) erro
 		if n > len(rec.RawSample)-hdr {
 			n = len(rec.RawSample) - hdr
 		}
-		fn(rec.RawSample[hdr : hdr+n])
+		// The loopback device has ifindex 1 in every network namespace
+		// (LOOPBACK_IFINDEX in the kernel's net/core/dev.c).
+		ifindex := binary.NativeEndian.Uint32(rec.RawSample[unsafe.Offsetof(ev.IngressIfindex):])
+		fn(rec.RawSample[hdr:hdr+n], ifindex == 1)
 	}
 }

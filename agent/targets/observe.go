@@ -48,22 +48,29 @@ type link struct {
 }
 
 // ObserveDNS decodes one captured DNS response, starting at its IPv4 or IPv6
-// header, and adds the A and AAAA addresses it gives for configured hosts,
+// header, that arrived on a loopback device if viaLoopback, and adds the A and AAAA addresses it gives for configured hosts,
 // following CNAME chains within the message. Queries and unsuccessful
 // responses are ignored. Packets that cannot be decoded, are not UDP from
 // port 53, or were cut short by the capture return an error, and so do
-// answers whose source is not one of Config.DNSSources
+// answers whose source is not one of Config.DNSSources, or that arrived
+// over loopback from a source that is not a loopback address
 // (ErrUntrustedDNSSource). It is safe to call concurrently with itself and
 // with Run.
 //
 // The source check stops a workload that sends itself an answer from a
-// port 53 of its own. It cannot stop one that forges the source address of
-// a trusted resolver (a raw socket, or IP_FREEBIND and a packet to itself
-// over loopback); such an answer can add addresses for configured hosts
-// only, at most maxObservedPerHost of them, each for at most MaxTTL, so the
-// worst it does is intercept more (an address that is not a target's gets
-// its TLS spliced, not decrypted).
-func (s *Set) ObserveDNS(packet []byte) error {
+// port 53 of its own. The loopback check stops one that forges a trusted
+// resolver's source address on a packet to itself (a raw socket, or
+// IP_TRANSPARENT; both need only CAP_NET_RAW): such a packet never leaves its network namespace, so it
+// arrives on loopback, and a resolver that is not on loopback is never
+// heard there. Its price: host processes whose resolver is an address of
+// the node itself (a NodeLocal DNSCache for host-network pods) teach
+// nothing. What remains possible: forging a loopback resolver (127.0.0.53)
+// inside a pod's own namespace, or a packet hairpinned back through the
+// node. Such an answer can add addresses for configured hosts only, at
+// most maxObservedPerHost of them, each for at most MaxTTL, so the worst it
+// does is intercept more (an address whose TLS names no target is
+// spliced, not decrypted).
+func (s *Set) ObserveDNS(packet []byte, viaLoopback bool) error {
 	d := s.decoders.Get().(*decoder)
 	msg, err := d.decodeSafely(packet)
 	if err != nil {
@@ -76,6 +83,11 @@ func (s *Set) ObserveDNS(packet []byte) error {
 		src := d.src
 		s.decoders.Put(d)
 		return fmt.Errorf("%w: %s", ErrUntrustedDNSSource, src)
+	}
+	if viaLoopback && !d.src.Unmap().IsLoopback() {
+		src := d.src
+		s.decoders.Put(d)
+		return fmt.Errorf("%w: %s, but it arrived over loopback, so it was sent from the receiver's own network namespace", ErrUntrustedDNSSource, src)
 	}
 	if !msg.QR || msg.OpCode != layers.DNSOpCodeQuery || msg.ResponseCode != layers.DNSResponseCodeNoErr {
 		s.decoders.Put(d)

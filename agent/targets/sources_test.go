@@ -13,25 +13,31 @@ func TestObserveDNSLearnsOnlyFromTrustedResolvers(t *testing.T) {
 	const host = "api.openai.com"
 	answer := response(host, aRR(host, "192.0.2.10", 60))
 	resolvConf := filepath.Join(t.TempDir(), "resolv.conf")
-	if err := os.WriteFile(resolvConf, []byte("nameserver 198.51.100.53\nnameserver 2001:db8:1::53\n"), 0o644); err != nil {
+	if err := os.WriteFile(resolvConf, []byte("nameserver 198.51.100.53\nnameserver 2001:db8:1::53\nnameserver 127.0.0.53\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	sources := NewDNSSources(resolvConf, []netip.Addr{netip.MustParseAddr("10.96.0.10")})
 	tests := []struct {
-		name    string
-		src     string
-		learned bool
+		name        string
+		src         string
+		viaLoopback bool
+		learned     bool
 	}{
-		{"resolv.conf nameserver", "198.51.100.53", true},
-		{"resolv.conf IPv6 nameserver", "2001:db8:1::53", true},
-		{"configured cluster DNS", "10.96.0.10", true},
-		{"a workload's own port 53", "198.51.100.66", false},
-		{"loopback", "127.0.0.1", false},
+		{"resolv.conf nameserver", "198.51.100.53", false, true},
+		{"resolv.conf IPv6 nameserver", "2001:db8:1::53", false, true},
+		{"configured cluster DNS", "10.96.0.10", false, true},
+		{"loopback resolver over loopback", "127.0.0.53", true, true},
+		{"a workload's own port 53", "198.51.100.66", false, false},
+		{"untrusted loopback address", "127.0.0.1", true, false},
+		// Sent to itself with the resolver's address forged: only a
+		// packet from its own namespace arrives over loopback.
+		{"trusted resolver forged over loopback", "198.51.100.53", true, false},
+		{"cluster DNS forged over loopback", "10.96.0.10", true, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			s, a, _ := newTestSet(t, Config{Hosts: []string{host}, Resolver: newFakeResolver(), DNSSources: sources})
-			err := s.ObserveDNS(mustPacketFrom(t, netip.MustParseAddr(tt.src), 53, answer))
+			err := s.ObserveDNS(mustPacketFrom(t, netip.MustParseAddr(tt.src), 53, answer), tt.viaLoopback)
 			if tt.learned && err != nil {
 				t.Fatalf("ObserveDNS: %v", err)
 			}

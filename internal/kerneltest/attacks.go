@@ -1,6 +1,7 @@
 package kerneltest
 
 import (
+	"context"
 	"encoding/binary"
 	"fmt"
 	"net"
@@ -78,7 +79,20 @@ func forgeDNSAnswer(from, to, name, ip string) error {
 		return fmt.Errorf("receiver: %w", err)
 	}
 	defer recv.Close()
-	send, err := net.ListenPacket("udp", from)
+	// IP_TRANSPARENT lets the sender bind and send from an address that is
+	// not its own (a resolver's); CAP_NET_RAW, a container default, allows
+	// it. (IP_FREEBIND binds such an address without privilege, but the
+	// kernel does not route what is sent from it.)
+	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		if err := c.Control(func(fd uintptr) {
+			serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_TRANSPARENT, 1)
+		}); err != nil {
+			return err
+		}
+		return serr
+	}}
+	send, err := lc.ListenPacket(context.Background(), "udp", from)
 	if err != nil {
 		return fmt.Errorf("sender on port 53: %w", err)
 	}

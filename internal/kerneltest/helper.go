@@ -93,9 +93,10 @@ var helpers = map[string]func(args []string) Result{
 	// IPPROTO_UDP) with a hand-built UDP header, which no connect or
 	// sendmsg hook sees; CAP_NET_RAW, a container default, allows it.
 	"udp-raw": func(a []string) Result { return withErr(Result{}, sendRawUDP(a[0], []byte("quic?"))) },
-	// dns-forge FROM TO NAME IP: send from UDP address FROM (port 53) a DNS
-	// answer mapping NAME to IP to a socket of the helper's own on TO, and
-	// receive it there, as a workload can to teach the agent targets.
+	// dns-forge FROM TO NAME IP: send from UDP address FROM (port 53; any
+	// address, bound with IP_TRANSPARENT) a DNS answer mapping NAME to IP to a
+	// socket of the helper's own on TO, and receive it there, as a
+	// workload can to teach the agent targets.
 	"dns-forge": func(a []string) Result { return withErr(Result{}, forgeDNSAnswer(a[0], a[1], a[2], a[3])) },
 	// resolve SERVER NAME: look NAME up (IPv4) at the DNS server SERVER.
 	"resolve": func(a []string) Result {
