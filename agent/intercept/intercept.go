@@ -6,7 +6,10 @@
 //
 // The programs use cgroup hooks only (sock_addr, sock_ops, cgroup_skb): they
 // work on kernels without kprobes or fentry, and whatever TLS library the
-// client uses.
+// client uses. UDP to a target's port is refused at connect and sendmsg and
+// dropped at egress, where raw sockets are seen too. The agent's own sockets
+// are told apart by registration (AgentSockets), never by their mark alone,
+// which any process with CAP_NET_ADMIN can set.
 package intercept
 
 import (

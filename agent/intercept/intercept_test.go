@@ -2,6 +2,7 @@ package intercept_test
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/promptrail/promptrail/agent/intercept"
 	"github.com/promptrail/promptrail/internal/kerneltest"
+	"golang.org/x/sys/unix"
 )
 
 func TestMain(m *testing.M) {
@@ -412,6 +414,33 @@ func TestRawUDPToATargetIsDroppedAtEgress(t *testing.T) {
 				t.Errorf("dropped_quic counted %d, want %d", after["dropped_quic"]-before["dropped_quic"], want)
 			}
 		})
+	}
+}
+
+func TestConnectedUDPIsDroppedOnceItsPeerBecomesATarget(t *testing.T) {
+	// connect4 refuses UDP to a target, but a socket connected before its
+	// peer became a target (learned from DNS later, say) sends with no
+	// address to check: the egress program still drops it.
+	l := udpListener(t, "127.0.0.2:0")
+	f := setup(t, func(c *intercept.Config) { c.Ports = []uint16{443, l.port()} })
+	target := prefixes("127.0.0.2/32")
+	if err := f.in.ApplyTargets(nil, target); err != nil {
+		t.Fatal(err)
+	}
+	c := kerneltest.InCgroup(t, f.client, func() (net.Conn, error) { return net.Dial("udp", l.addr) })
+	t.Cleanup(func() { c.Close() })
+	if _, err := c.Write([]byte("before")); err != nil || !l.received(2*time.Second) {
+		t.Fatalf("before the peer was a target: write %v, or nothing arrived", err)
+	}
+	if err := f.in.ApplyTargets(target, nil); err != nil {
+		t.Fatal(err)
+	}
+	_, err := c.Write([]byte("after"))
+	if !errors.Is(err, unix.EPERM) {
+		t.Errorf("write to a target gave %v, want EPERM", err)
+	}
+	if l.received(500 * time.Millisecond) {
+		t.Error("the datagram reached the target")
 	}
 }
 
