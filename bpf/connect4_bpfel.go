@@ -56,7 +56,8 @@ const (
 	Connect4CounterCOUNTER_DNS_DROPPED      Connect4Counter = 8
 	Connect4CounterCOUNTER_FORGED_MARK      Connect4Counter = 9
 	Connect4CounterCOUNTER_DROPPED_QUIC     Connect4Counter = 10
-	Connect4CounterCOUNTER_MAX              Connect4Counter = 11
+	Connect4CounterCOUNTER_DROPPED_RAW      Connect4Counter = 11
+	Connect4CounterCOUNTER_MAX              Connect4Counter = 12
 )
 
 type Connect4Origin struct {

@@ -9,8 +9,9 @@
 //   - sendmsg.c: refuse unconnected UDP (QUIC) to a target;
 //   - sockops.c: re-key the origin by the client's address once the
 //     connection is established, and forget it when the socket closes;
-//   - quic.c: drop UDP to a target's port 443 at egress, which raw sockets
-//     cannot avoid as they avoid connect and sendmsg;
+//   - quic.c: drop UDP to a target's port 443, and raw-socket TCP to a
+//     target, at egress, which raw sockets cannot avoid as they avoid
+//     connect and sendmsg;
 //   - dns.c: copy DNS responses to the agent, which learns target addresses.
 //
 // All of them include promptrail.h, which declares the maps they share;

@@ -86,6 +86,7 @@ enum counter {
 	COUNTER_DNS_DROPPED,
 	COUNTER_FORGED_MARK,  /* a connect carried the agent's mark from a socket the agent did not register */
 	COUNTER_DROPPED_QUIC, /* UDP packets to a target dropped at egress (raw sockets included) */
+	COUNTER_DROPPED_RAW,  /* TCP packets to a target from a raw socket, dropped at egress */
 	COUNTER_MAX,
 };
 

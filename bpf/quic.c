@@ -6,10 +6,14 @@
  * whose port cannot be seen. The connect and sendmsg hooks refuse UDP
  * sockets that name a target, but a raw socket (SOCK_RAW with IPPROTO_UDP
  * or IP_HDRINCL, which CAP_NET_RAW allows and containers get by default)
- * builds its own UDP header and passes no such hook; every packet a socket
- * below the cgroup root sends passes this one. Drops are counted
- * (COUNTER_DROPPED_QUIC). Packet sockets (AF_PACKET) bypass the IP layer
- * and with it every cgroup hook: they are not covered.
+ * builds its own UDP header and passes no such hook, and a UDP socket
+ * connected before its peer became a target sends without naming it;
+ * every packet a socket below the cgroup root sends passes this hook. For
+ * the same reason it drops TCP to a target address from a raw socket (a
+ * TCP stack of the workload's own, which connect4/6 never see). Drops are
+ * counted (COUNTER_DROPPED_QUIC, COUNTER_DROPPED_RAW); the sender gets
+ * EPERM. Packet sockets (AF_PACKET) bypass the IP layer and with it every
+ * cgroup hook: they are not covered.
  */
 #include "promptrail.h"
 
@@ -23,6 +27,7 @@
 #define IP_MF 0x2000
 #define IP_OFFSET 0x1fff
 #define QUIC_PORT 443
+#define SOCK_RAW 3
 
 /* Return values of cgroup_skb programs. */
 #define SKB_PASS 1
@@ -45,6 +50,26 @@ static __always_inline int drop(void)
 	return SKB_DROP;
 }
 
+/* from_raw_socket reports whether a raw socket sent the packet. */
+static __always_inline int from_raw_socket(struct __sk_buff *skb)
+{
+	struct bpf_sock *sk = skb->sk;
+	if (!sk)
+		return 0;
+	sk = bpf_sk_fullsock(sk);
+	return sk && sk->type == SOCK_RAW;
+}
+
+/* tcp_verdict handles TCP to a target: only a kernel TCP socket, which
+ * connect4/6 redirected or the agent registered, may send it. */
+static __always_inline int tcp_verdict(struct __sk_buff *skb)
+{
+	if (!from_raw_socket(skb))
+		return SKB_PASS;
+	count(COUNTER_DROPPED_RAW);
+	return SKB_DROP;
+}
+
 static __always_inline int egress4(struct __sk_buff *skb)
 {
 	__u8 vihl, proto;
@@ -52,7 +77,7 @@ static __always_inline int egress4(struct __sk_buff *skb)
 	__u32 daddr;
 	if (bpf_skb_load_bytes(skb, 0, &vihl, 1) || bpf_skb_load_bytes(skb, 9, &proto, 1))
 		return SKB_PASS;
-	if (proto != IPPROTO_UDP)
+	if (proto != IPPROTO_UDP && proto != IPPROTO_TCP)
 		return SKB_PASS;
 	if (bpf_skb_load_bytes(skb, 6, &frag, sizeof(frag)) || bpf_skb_load_bytes(skb, 16, &daddr, sizeof(daddr)))
 		return SKB_PASS;
@@ -60,6 +85,8 @@ static __always_inline int egress4(struct __sk_buff *skb)
 	ipv4_mapped(dst, daddr);
 	if (!is_target_addr(dst))
 		return SKB_PASS;
+	if (proto == IPPROTO_TCP)
+		return tcp_verdict(skb);
 	if (bpf_ntohs(frag) & (IP_MF | IP_OFFSET))
 		return drop();
 	return quic_port(skb, (vihl & 0x0f) * 4) ? drop() : SKB_PASS;
@@ -75,8 +102,8 @@ static __always_inline int egress6(struct __sk_buff *skb)
 	if (bpf_skb_load_bytes(skb, 6, hdr, 1))
 		return SKB_PASS;
 	__u8 next = hdr[0];
-	if (next != IPPROTO_UDP && next != IPPROTO_FRAGMENT_HDR && next != IPPROTO_HOPOPTS &&
-	    next != IPPROTO_ROUTING && next != IPPROTO_DSTOPTS)
+	if (next != IPPROTO_UDP && next != IPPROTO_TCP && next != IPPROTO_FRAGMENT_HDR &&
+	    next != IPPROTO_HOPOPTS && next != IPPROTO_ROUTING && next != IPPROTO_DSTOPTS)
 		return SKB_PASS;
 	if (bpf_skb_load_bytes(skb, 24, dst, sizeof(dst)) || !is_target_addr(dst))
 		return SKB_PASS;
@@ -88,6 +115,8 @@ static __always_inline int egress6(struct __sk_buff *skb)
 	for (int i = 0; i < EXT_HEADERS; i++) {
 		if (next == IPPROTO_UDP)
 			return quic_port(skb, off) ? drop() : SKB_PASS;
+		if (next == IPPROTO_TCP)
+			return tcp_verdict(skb);
 		if (next == IPPROTO_FRAGMENT_HDR)
 			return drop();
 		if (next != IPPROTO_HOPOPTS && next != IPPROTO_ROUTING && next != IPPROTO_DSTOPTS)

@@ -1,6 +1,7 @@
 package intercept_test
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -442,6 +443,86 @@ func TestConnectedUDPIsDroppedOnceItsPeerBecomesATarget(t *testing.T) {
 	if l.received(500 * time.Millisecond) {
 		t.Error("the datagram reached the target")
 	}
+}
+
+func TestRawTCPToATargetIsDroppedAtEgress(t *testing.T) {
+	// A TCP stack of the workload's own, on a raw socket, never connects:
+	// only the egress program sees its packets to the target.
+	f := setup(t, nil)
+	sport := uint16(20000 + os.Getpid()%20000)
+	seen := rawTCPWatcher(t, sport)
+	tests := []struct {
+		addr    string
+		dropped bool
+	}{
+		{"127.0.0.2:443", true},
+		{"127.0.0.3:443", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.addr, func(t *testing.T) {
+			r := kerneltest.RunHelper(t, f.client, nil, "tcp-raw-syn", tt.addr, strconv.Itoa(int(sport)))
+			if wantErrno := map[bool]string{true: "EPERM"}[tt.dropped]; r.Errno != wantErrno {
+				t.Errorf("raw SYN gave %q, want errno %q", r.Err, wantErrno)
+			}
+			arrived := false
+			deadline := time.After(500 * time.Millisecond)
+		wait:
+			for {
+				select {
+				case dst := <-seen:
+					if dst == tt.addr {
+						arrived = true
+						break wait
+					}
+				case <-deadline:
+					break wait
+				}
+			}
+			if arrived == tt.dropped {
+				t.Errorf("the SYN to %s arrived: %v, want %v", tt.addr, arrived, !tt.dropped)
+			}
+		})
+	}
+	counts, err := f.in.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if counts["dropped_raw"] != 1 {
+		t.Errorf("dropped_raw counted %d, want 1", counts["dropped_raw"])
+	}
+}
+
+// rawTCPWatcher reports the destination of every IPv4 TCP packet from
+// source port sport that arrives on this host.
+func rawTCPWatcher(t *testing.T, sport uint16) chan string {
+	t.Helper()
+	// Non-blocking, so that the runtime poller serves it and Close ends the read.
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, unix.IPPROTO_TCP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := os.NewFile(uintptr(fd), "raw-tcp")
+	t.Cleanup(func() { f.Close() })
+	seen := make(chan string, 64)
+	go func() {
+		b := make([]byte, 65536)
+		for {
+			n, err := f.Read(b)
+			if err != nil {
+				return
+			}
+			ihl := int(b[0]&0x0f) * 4
+			if n < ihl+4 || binary.BigEndian.Uint16(b[ihl:]) != sport {
+				continue
+			}
+			dst := netip.AddrPortFrom(netip.AddrFrom4([4]byte(b[16:20])), binary.BigEndian.Uint16(b[ihl+2:]))
+			select {
+			case seen <- dst.String():
+			default:
+			}
+		}
+	}()
+	return seen
 }
 
 // udpSink is a UDP listener that reports whether a datagram arrived.

@@ -197,6 +197,7 @@ var counterNames = map[bpf.Connect4Counter]string{
 	bpf.Connect4CounterCOUNTER_DNS_DROPPED:      "dns_dropped",
 	bpf.Connect4CounterCOUNTER_FORGED_MARK:      "forged_mark",
 	bpf.Connect4CounterCOUNTER_DROPPED_QUIC:     "dropped_quic",
+	bpf.Connect4CounterCOUNTER_DROPPED_RAW:      "dropped_raw",
 }
 
 // TableSizes returns how many entries the origin tables hold: connects

@@ -37,7 +37,8 @@ func (in *Interceptor) RegisterMetrics(reg prometheus.Registerer) error {
 			"refused_no_agent (fail-closed, no agent), skipped_agent (the agent's own registered sockets), "+
 			"skipped_no_proxy, rekeyed, closed, dns_captured, dns_dropped, "+
 			"forged_mark (the agent's mark on a socket it did not register; intercepted as usual), "+
-			"dropped_quic (UDP to a target's port 443 dropped at egress, raw sockets included).",
+			"dropped_quic (UDP to a target's port 443 dropped at egress, raw sockets included), "+
+			"dropped_raw (TCP to a target from a raw socket, dropped at egress).",
 		[]string{"event"}, nil)}
 	if err := reg.Register(k); err != nil {
 		return fmt.Errorf("intercept: registering metric promptrail_kernel_events_total: %w", err)

@@ -69,6 +69,28 @@ func sendRawUDP(addr string, payload []byte) error {
 	return unix.Sendto(fd, pkt, 0, &unix.SockaddrInet6{Addr: ap.Addr().As16()})
 }
 
+func sendRawSYN(addr string, sport uint16) error {
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil || !ap.Addr().Is4() {
+		return fmt.Errorf("want an IPv4 address and port, got %q", addr)
+	}
+	tcp := make([]byte, 20)
+	binary.BigEndian.PutUint16(tcp[0:], sport)
+	binary.BigEndian.PutUint16(tcp[2:], ap.Port())
+	binary.BigEndian.PutUint32(tcp[4:], 1) // sequence number
+	tcp[12] = 5 << 4                       // data offset: 5 words, no options
+	tcp[13] = 0x02                         // SYN
+	binary.BigEndian.PutUint16(tcp[14:], 65535)
+	// No checksum: the receiver's TCP would drop it, but the test watches
+	// with a raw socket, which sees the packet before any check.
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_TCP)
+	if err != nil {
+		return fmt.Errorf("raw socket: %w", err)
+	}
+	defer unix.Close(fd)
+	return unix.Sendto(fd, tcp, 0, &unix.SockaddrInet4{Addr: ap.Addr().As4()})
+}
+
 func forgeDNSAnswer(from, to, name, ip string) error {
 	a, err := netip.ParseAddr(ip)
 	if err != nil {

@@ -93,6 +93,16 @@ var helpers = map[string]func(args []string) Result{
 	// IPPROTO_UDP) with a hand-built UDP header, which no connect or
 	// sendmsg hook sees; CAP_NET_RAW, a container default, allows it.
 	"udp-raw": func(a []string) Result { return withErr(Result{}, sendRawUDP(a[0], []byte("quic?"))) },
+	// tcp-raw-syn ADDR SPORT: a TCP SYN to IPv4 ADDR from source port
+	// SPORT, sent from a raw socket (SOCK_RAW, IPPROTO_TCP), as a TCP stack
+	// of the workload's own would, which no connect hook sees.
+	"tcp-raw-syn": func(a []string) Result {
+		sport, err := strconv.ParseUint(a[1], 10, 16)
+		if err != nil {
+			return withErr(Result{}, err)
+		}
+		return withErr(Result{}, sendRawSYN(a[0], uint16(sport)))
+	},
 	// dns-forge FROM TO NAME IP: send from UDP address FROM (port 53; any
 	// address, bound with IP_TRANSPARENT) a DNS answer mapping NAME to IP to a
 	// socket of the helper's own on TO, and receive it there, as a
