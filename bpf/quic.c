@@ -44,7 +44,7 @@ static __always_inline int quic_port(struct __sk_buff *skb, int off)
 	return port == QUIC_PORT || bpf_map_lookup_elem(&target_ports, &port) != 0;
 }
 
-static __always_inline int drop(void)
+static __always_inline int drop_quic(void)
 {
 	count(COUNTER_DROPPED_QUIC);
 	return SKB_DROP;
@@ -60,36 +60,45 @@ static __always_inline int from_raw_socket(struct __sk_buff *skb)
 	return sk && sk->type == SOCK_RAW;
 }
 
-/* tcp_verdict handles TCP to a target: only a kernel TCP socket, which
- * connect4/6 redirected or the agent registered, may send it. */
-static __always_inline int tcp_verdict(struct __sk_buff *skb)
+static __always_inline int drop_raw(void)
 {
-	if (!from_raw_socket(skb))
-		return SKB_PASS;
 	count(COUNTER_DROPPED_RAW);
 	return SKB_DROP;
 }
+
+/* The program runs for every packet that workloads send, so each check
+ * comes in order of cost: the sending socket's type and the port (a small
+ * hash) before the target trie, which only raw TCP and QUIC-looking UDP
+ * pay for. */
 
 static __always_inline int egress4(struct __sk_buff *skb)
 {
 	__u8 vihl, proto;
 	__u16 frag;
 	__u32 daddr;
-	if (bpf_skb_load_bytes(skb, 0, &vihl, 1) || bpf_skb_load_bytes(skb, 9, &proto, 1))
-		return SKB_PASS;
-	if (proto != IPPROTO_UDP && proto != IPPROTO_TCP)
-		return SKB_PASS;
-	if (bpf_skb_load_bytes(skb, 6, &frag, sizeof(frag)) || bpf_skb_load_bytes(skb, 16, &daddr, sizeof(daddr)))
-		return SKB_PASS;
 	__u8 dst[16];
-	ipv4_mapped(dst, daddr);
-	if (!is_target_addr(dst))
+	if (bpf_skb_load_bytes(skb, 9, &proto, 1))
 		return SKB_PASS;
-	if (proto == IPPROTO_TCP)
-		return tcp_verdict(skb);
-	if (bpf_ntohs(frag) & (IP_MF | IP_OFFSET))
-		return drop();
-	return quic_port(skb, (vihl & 0x0f) * 4) ? drop() : SKB_PASS;
+	if (proto == IPPROTO_TCP) {
+		/* Only a kernel TCP socket, which connect4/6 redirected or the
+		 * agent registered, may send TCP to a target. */
+		if (!from_raw_socket(skb) || bpf_skb_load_bytes(skb, 16, &daddr, sizeof(daddr)))
+			return SKB_PASS;
+		ipv4_mapped(dst, daddr);
+		return is_target_addr(dst) ? drop_raw() : SKB_PASS;
+	}
+	if (proto != IPPROTO_UDP)
+		return SKB_PASS;
+	if (bpf_skb_load_bytes(skb, 0, &vihl, 1) || bpf_skb_load_bytes(skb, 6, &frag, sizeof(frag)))
+		return SKB_PASS;
+	/* A fragment's port cannot be seen (later fragments carry none), so
+	 * any UDP fragment to a target goes. */
+	if (!(bpf_ntohs(frag) & (IP_MF | IP_OFFSET)) && !quic_port(skb, (vihl & 0x0f) * 4))
+		return SKB_PASS;
+	if (bpf_skb_load_bytes(skb, 16, &daddr, sizeof(daddr)))
+		return SKB_PASS;
+	ipv4_mapped(dst, daddr);
+	return is_target_addr(dst) ? drop_quic() : SKB_PASS;
 }
 
 /* ext_headers bounds the IPv6 extension headers followed before giving up. */
@@ -102,6 +111,13 @@ static __always_inline int egress6(struct __sk_buff *skb)
 	if (bpf_skb_load_bytes(skb, 6, hdr, 1))
 		return SKB_PASS;
 	__u8 next = hdr[0];
+	int raw = from_raw_socket(skb);
+	/* The common cases first, without the trie: kernel TCP, and UDP to a
+	 * port that is not QUIC's. */
+	if (next == IPPROTO_TCP && !raw)
+		return SKB_PASS;
+	if (next == IPPROTO_UDP && !quic_port(skb, 40))
+		return SKB_PASS;
 	if (next != IPPROTO_UDP && next != IPPROTO_TCP && next != IPPROTO_FRAGMENT_HDR &&
 	    next != IPPROTO_HOPOPTS && next != IPPROTO_ROUTING && next != IPPROTO_DSTOPTS)
 		return SKB_PASS;
@@ -114,11 +130,11 @@ static __always_inline int egress6(struct __sk_buff *skb)
 	int off = 40;
 	for (int i = 0; i < EXT_HEADERS; i++) {
 		if (next == IPPROTO_UDP)
-			return quic_port(skb, off) ? drop() : SKB_PASS;
+			return quic_port(skb, off) ? drop_quic() : SKB_PASS;
 		if (next == IPPROTO_TCP)
-			return tcp_verdict(skb);
+			return raw ? drop_raw() : SKB_PASS;
 		if (next == IPPROTO_FRAGMENT_HDR)
-			return drop();
+			return drop_quic();
 		if (next != IPPROTO_HOPOPTS && next != IPPROTO_ROUTING && next != IPPROTO_DSTOPTS)
 			return SKB_PASS;
 		if (bpf_skb_load_bytes(skb, off, hdr, 2))
@@ -127,7 +143,7 @@ static __always_inline int egress6(struct __sk_buff *skb)
 		off += (hdr[1] + 1) * 8;
 	}
 	/* More extension headers than any real packet carries. */
-	return next == IPPROTO_UDP || next == IPPROTO_FRAGMENT_HDR ? drop() : SKB_PASS;
+	return next == IPPROTO_UDP || next == IPPROTO_FRAGMENT_HDR ? drop_quic() : SKB_PASS;
 }
 
 SEC("cgroup_skb/egress")
