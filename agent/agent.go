@@ -19,6 +19,7 @@ import (
 
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/promptrail/promptrail/agent/intercept"
 	"github.com/promptrail/promptrail/agent/proxy"
 	"github.com/promptrail/promptrail/agent/recorder"
@@ -181,7 +182,9 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("agent: %w", err)
 	}
 	origins.in = in
-	if err := in.RegisterMetrics(pipe.reg); err != nil {
+	untrustedDNS := prometheus.NewCounter(prometheus.CounterOpts{Name: "promptrail_agent_dns_answers_untrusted_total",
+		Help: "Captured DNS answers ignored because they came from no trusted resolver (--resolv-conf's nameservers, --dns-server), or claimed one but arrived over loopback."})
+	if err := errors.Join(in.RegisterMetrics(pipe.reg), pipe.reg.Register(untrustedDNS)); err != nil {
 		in.Close()
 		closeAll(lns)
 		return fmt.Errorf("agent: %w", err)
@@ -197,7 +200,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	log.Info("agent running", "targets", cfg.targetList(), "target_cidrs", cfg.TargetCIDRs, "proxy_listen", listen.all,
 		"cgroup_root", cfg.CgroupRoot, "data_dir", cfg.DataDir, "dns_sources", sources.Addrs())
-	return supervise(ctx, log, parts{in: in, srv: srv, set: set, dns: cfg.CaptureDNS, explicit: explicit})
+	return supervise(ctx, log, parts{in: in, srv: srv, set: set, dns: cfg.CaptureDNS, untrustedDNS: untrustedDNS, explicit: explicit})
 }
 
 // decryption builds the TLS-terminating path: CA, recorder, upstream.
@@ -247,11 +250,13 @@ func orDefaultString(s, def string) string {
 
 // parts are what supervise runs.
 type parts struct {
-	in       *intercept.Interceptor
-	srv      *proxy.Server
-	set      *targets.Set
-	dns      bool
-	explicit net.Listener
+	in  *intercept.Interceptor
+	srv *proxy.Server
+	set *targets.Set
+	dns bool
+	// untrustedDNS counts captured answers that no trusted resolver sent.
+	untrustedDNS prometheus.Counter
+	explicit     net.Listener
 }
 
 // supervise runs the parts until ctx is done or one of them fails, then
@@ -269,6 +274,9 @@ func supervise(ctx context.Context, log *slog.Logger, p parts) error {
 		go func() {
 			errc <- wrap("dns capture", p.in.ReadDNS(ctx, func(b []byte, viaLoopback bool) {
 				if err := p.set.ObserveDNS(b, viaLoopback); err != nil {
+					if errors.Is(err, targets.ErrUntrustedDNSSource) {
+						p.untrustedDNS.Inc()
+					}
 					log.Debug("ignored a captured DNS packet", "err", err)
 				}
 			}))

@@ -105,6 +105,7 @@ func TestHostileClientForgedDNSAnswerTeachesNoTarget(t *testing.T) {
 	// 192.0.2.53, whose answers would arrive from off the node; the agent's
 	// resolv.conf points nowhere, so it learns addresses only by watching.
 	a := startAgent(t, n.agent, n.agentArgs("--fail-mode", "fail-open", "--capture-dns", "--dns-server", "127.0.2.53,192.0.2.53",
+		"--metrics-listen", hostileMetrics,
 		"--target", name+":443", "--proxy-listen", "127.0.0.1:15202")...)
 
 	// A pod-like namespace: a packet sent to its own address (from any
@@ -121,7 +122,7 @@ func TestHostileClientForgedDNSAnswerTeachesNoTarget(t *testing.T) {
 		{"from a forged trusted source", "192.0.2.53:53", netip.AddrPortFrom(pod.PodAddr, 0).String(), "127.0.2.7",
 			"arrived over loopback", pod.Command},
 	}
-	for _, f := range forgeries {
+	for i, f := range forgeries {
 		t.Run(f.name, func(t *testing.T) {
 			forged := newEchoServer(t, f.addr+":443")
 			if r := kerneltest.RunHelper(t, n.client, f.wrap, "dns-forge", f.from, f.to, name, f.addr); r.Err != "" {
@@ -139,6 +140,9 @@ func TestHostileClientForgedDNSAnswerTeachesNoTarget(t *testing.T) {
 				if l["msg"] == "target added" && l["prefix"] == f.addr+"/32" {
 					t.Errorf("the agent added the forged address: %v", l)
 				}
+			}
+			if got := scrape(t, "promptrail_agent_dns_answers_untrusted_total"); got != float64(i+1) {
+				t.Errorf("promptrail_agent_dns_answers_untrusted_total = %v, want %d", got, i+1)
 			}
 		})
 	}
@@ -178,12 +182,19 @@ func udpSink(t *testing.T, addr string) chan string {
 // agent's /metrics on hostileMetrics.
 func kernelEvents(t *testing.T, event string) float64 {
 	t.Helper()
+	return scrape(t, `promptrail_kernel_events_total{event="`+event+`"}`)
+}
+
+// scrape reads the sample named series (with its labels, as printed) from
+// the agent's /metrics on hostileMetrics.
+func scrape(t *testing.T, series string) float64 {
+	t.Helper()
 	resp, err := http.Get("http://" + hostileMetrics + "/metrics")
 	if err != nil {
 		t.Fatalf("scraping the agent's metrics: %v", err)
 	}
 	defer resp.Body.Close()
-	prefix := `promptrail_kernel_events_total{event="` + event + `"} `
+	prefix := series + " "
 	sc := bufio.NewScanner(resp.Body)
 	for sc.Scan() {
 		if v, ok := strings.CutPrefix(sc.Text(), prefix); ok {
