@@ -272,8 +272,8 @@ func supervise(ctx context.Context, log *slog.Logger, p parts) error {
 	if p.dns {
 		n++
 		go func() {
-			errc <- wrap("dns capture", p.in.ReadDNS(ctx, func(b []byte, viaLoopback bool) {
-				if err := p.set.ObserveDNS(b, viaLoopback); err != nil {
+			errc <- wrap("dns capture", p.in.ReadDNS(ctx, func(b []byte, a intercept.Arrival) {
+				if err := p.set.ObserveDNS(b, targets.Arrival(a)); err != nil {
 					if errors.Is(err, targets.ErrUntrustedDNSSource) {
 						p.untrustedDNS.Inc()
 					}

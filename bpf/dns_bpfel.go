@@ -48,6 +48,7 @@ type DnsDnsEvent struct {
 	OrigLen        uint32
 	IngressIfindex uint32
 	Pad            uint32
+	NetnsCookie    uint64
 	Data           [2048]uint8
 }
 
@@ -78,17 +79,18 @@ type DnsTargetKey struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	DnsMapAgentSockets   = "agent_sockets"
-	DnsMapAgentStateMap  = "agent_state_map"
-	DnsMapConfigMap      = "config_map"
-	DnsMapCounters       = "counters"
-	DnsMapDnsEvents      = "dns_events"
-	DnsMapOrigins        = "origins"
-	DnsMapPendingOrigins = "pending_origins"
-	DnsMapTargetPorts    = "target_ports"
-	DnsMapTargets        = "targets"
-	DnsProgDnsIngress    = "dns_ingress"
-	DnsVarUnusedDnsEvent = "unused_dns_event"
+	DnsMapAgentSockets    = "agent_sockets"
+	DnsMapAgentStateMap   = "agent_state_map"
+	DnsMapConfigMap       = "config_map"
+	DnsMapCounters        = "counters"
+	DnsMapDnsEvents       = "dns_events"
+	DnsMapOrigins         = "origins"
+	DnsMapPendingOrigins  = "pending_origins"
+	DnsMapTargetPorts     = "target_ports"
+	DnsMapTargets         = "targets"
+	DnsProgDnsIngress     = "dns_ingress"
+	DnsVarHaveNetnsCookie = "have_netns_cookie"
+	DnsVarUnusedDnsEvent  = "unused_dns_event"
 )
 
 // LoadDns returns the embedded CollectionSpec for Dns.
@@ -155,7 +157,8 @@ type DnsMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type DnsVariableSpecs struct {
-	UnusedDnsEvent *ebpf.VariableSpec `ebpf:"unused_dns_event"`
+	HaveNetnsCookie *ebpf.VariableSpec `ebpf:"have_netns_cookie"`
+	UnusedDnsEvent  *ebpf.VariableSpec `ebpf:"unused_dns_event"`
 }
 
 // DnsObjects contains all objects after they have been loaded into the kernel.
@@ -207,7 +210,8 @@ func (m *DnsMaps) Close() error {
 //
 // It can be passed to LoadDnsObjects or ebpf.CollectionSpec.LoadAndAssign.
 type DnsVariables struct {
-	UnusedDnsEvent *ebpf.Variable `ebpf:"unused_dns_event"`
+	HaveNetnsCookie *ebpf.Variable `ebpf:"have_netns_cookie"`
+	UnusedDnsEvent  *ebpf.Variable `ebpf:"unused_dns_event"`
 }
 
 // DnsPrograms contains all programs after they have been loaded into the kernel.

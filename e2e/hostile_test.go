@@ -12,6 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/features"
 	"github.com/promptrail/promptrail/agent/intercept"
 	"github.com/promptrail/promptrail/internal/kerneltest"
 )
@@ -102,9 +105,11 @@ func TestHostileClientForgedDNSAnswerTeachesNoTarget(t *testing.T) {
 	resolver := startDNS(t, "127.0.2.53:53", name, netip.MustParseAddr("127.0.2.5"))
 	real := newEchoServer(t, "127.0.2.5:443")
 	// The test's resolver stands for the cluster DNS service, and so does
-	// 192.0.2.53, whose answers would arrive from off the node; the agent's
-	// resolv.conf points nowhere, so it learns addresses only by watching.
-	a := startAgent(t, n.agent, n.agentArgs("--fail-mode", "fail-open", "--capture-dns", "--dns-server", "127.0.2.53,192.0.2.53",
+	// 192.0.2.53, whose answers would arrive from off the node; 127.0.2.54
+	// stands for a loopback resolver of the host's (127.0.0.53). The
+	// agent's resolv.conf points nowhere, so it learns addresses only by
+	// watching.
+	a := startAgent(t, n.agent, n.agentArgs("--fail-mode", "fail-open", "--capture-dns", "--dns-server", "127.0.2.53,192.0.2.53,127.0.2.54",
 		"--metrics-listen", hostileMetrics,
 		"--target", name+":443", "--proxy-listen", "127.0.0.1:15202")...)
 
@@ -121,6 +126,17 @@ func TestHostileClientForgedDNSAnswerTeachesNoTarget(t *testing.T) {
 		// over the pod's loopback, where that resolver is never heard.
 		{"from a forged trusted source", "192.0.2.53:53", netip.AddrPortFrom(pod.PodAddr, 0).String(), "127.0.2.7",
 			"arrived over loopback", pod.Command},
+	}
+	// The host's loopback resolver, forged on the pod's own loopback: told
+	// apart where the kernel gives cgroup_skb programs the namespace.
+	if err := features.HaveProgramHelper(ebpf.CGroupSKB, asm.FnGetNetnsCookie); err == nil {
+		forgeries = append(forgeries, struct {
+			name, from, to, addr, why string
+			wrap                      func(...string) []string
+		}{"from the host's loopback resolver, forged in a pod", "127.0.2.54:53", "127.0.2.67:0", "127.0.2.8",
+			"arrived over loopback", pod.Command})
+	} else {
+		t.Logf("this kernel cannot tell a pod's loopback from the host's in cgroup_skb (%v): a loopback resolver forged in a pod is not refused here", err)
 	}
 	for i, f := range forgeries {
 		t.Run(f.name, func(t *testing.T) {

@@ -168,14 +168,15 @@ func (c *Config) setDefaults() error {
 
 // Interceptor owns the loaded programs, their maps and their links.
 type Interceptor struct {
-	cfg      Config
-	cgroupID uint64
-	maps     *sharedMaps
-	sockets  *AgentSockets
-	ownSocks bool // sockets was made by Attach, and Close closes it
-	progs    []*ebpf.Program
-	links    []link.Link
-	dns      *ringbuf.Reader
+	cfg       Config
+	cgroupID  uint64
+	hostNetns uint64 // cookie of the agent's network namespace
+	maps      *sharedMaps
+	sockets   *AgentSockets
+	ownSocks  bool // sockets was made by Attach, and Close closes it
+	progs     []*ebpf.Program
+	links     []link.Link
+	dns       *ringbuf.Reader
 
 	closeOnce sync.Once
 	closeErr  error
@@ -212,7 +213,10 @@ func Attach(cfg Config) (_ *Interceptor, err error) {
 	if in.maps, err = newSharedMaps(in.sockets.m); err != nil {
 		return nil, err
 	}
-	if err := in.maps.writeConfig(&in.cfg); err != nil {
+	if in.hostNetns, err = ownNetnsCookie(); err != nil {
+		return nil, fmt.Errorf("intercept: reading the host network namespace cookie: %w", err)
+	}
+	if err := in.maps.writeConfig(&in.cfg, in.hostNetns); err != nil {
 		return nil, err
 	}
 	if err := in.Heartbeat(); err != nil {

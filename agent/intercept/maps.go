@@ -89,7 +89,7 @@ func (m *sharedMaps) Close() error {
 	return errors.Join(errs...)
 }
 
-func (m *sharedMaps) writeConfig(c *Config) error {
+func (m *sharedMaps) writeConfig(c *Config, hostNetns uint64) error {
 	cfg := bpf.Connect4Config{
 		ProxyPortHost:      htons(firstValid(c.HostProxy4, c.HostProxy6).Port()),
 		ProxyPortNode:      htons(firstValid(c.NodeProxy4, c.NodeProxy6).Port()),
@@ -109,11 +109,7 @@ func (m *sharedMaps) writeConfig(c *Config) error {
 	cfg.Proxy4Node = ip4Word(c.NodeProxy4)
 	cfg.Proxy6Host = ip6Words(c.HostProxy6)
 	cfg.Proxy6Node = ip6Words(c.NodeProxy6)
-	cookie, err := ownNetnsCookie()
-	if err != nil {
-		return fmt.Errorf("intercept: reading the host network namespace cookie: %w", err)
-	}
-	cfg.HostNetnsCookie = cookie
+	cfg.HostNetnsCookie = hostNetns
 	if err := m.config.Put(uint32(0), &cfg); err != nil {
 		return fmt.Errorf("intercept: writing map config_map: %w", err)
 	}

@@ -47,14 +47,25 @@ type link struct {
 	host string
 }
 
+// Arrival says where a captured DNS packet arrived (as
+// intercept.Arrival, which converts to it).
+type Arrival struct {
+	// Loopback: on a loopback device, so sent from the receiver's own
+	// network namespace.
+	Loopback bool
+	// OtherNetns: the receiver is in another network namespace than the
+	// agent's (a pod's); false where that is not known.
+	OtherNetns bool
+}
+
 // ObserveDNS decodes one captured DNS response, starting at its IPv4 or IPv6
-// header, that arrived on a loopback device if viaLoopback, and adds the A and AAAA addresses it gives for configured hosts,
+// header, that arrived as a says, and adds the A and AAAA addresses it gives for configured hosts,
 // following CNAME chains within the message. Queries and unsuccessful
 // responses are ignored. Packets that cannot be decoded, are not UDP from
 // port 53, or were cut short by the capture return an error, and so do
 // answers whose source is not one of Config.DNSSources, or that arrived
-// over loopback from a source that is not a loopback address
-// (ErrUntrustedDNSSource). It is safe to call concurrently with itself and
+// over loopback from a source that is not a loopback address, or over the
+// loopback of another network namespace (ErrUntrustedDNSSource). It is safe to call concurrently with itself and
 // with Run.
 //
 // The source check stops a workload that sends itself an answer from a
@@ -64,13 +75,15 @@ type link struct {
 // arrives on loopback, and a resolver that is not on loopback is never
 // heard there. Its price: host processes whose resolver is an address of
 // the node itself (a NodeLocal DNSCache for host-network pods) teach
-// nothing. What remains possible: forging a loopback resolver (127.0.0.53)
-// inside a pod's own namespace, or a packet hairpinned back through the
+// nothing. A trusted loopback resolver (127.0.0.53) is the host's, so an
+// answer over a pod's own loopback is refused too, where the kernel tells
+// namespaces apart (Arrival.OtherNetns). What remains possible: that
+// forgery on older kernels, and a packet hairpinned back through the
 // node. Such an answer can add addresses for configured hosts only, at
 // most maxObservedPerHost of them, each for at most MaxTTL, so the worst it
 // does is intercept more (an address whose TLS names no target is
 // spliced, not decrypted).
-func (s *Set) ObserveDNS(packet []byte, viaLoopback bool) error {
+func (s *Set) ObserveDNS(packet []byte, a Arrival) error {
 	d := s.decoders.Get().(*decoder)
 	msg, err := d.decodeSafely(packet)
 	if err != nil {
@@ -84,7 +97,7 @@ func (s *Set) ObserveDNS(packet []byte, viaLoopback bool) error {
 		s.decoders.Put(d)
 		return fmt.Errorf("%w: %s", ErrUntrustedDNSSource, src)
 	}
-	if viaLoopback && !d.src.Unmap().IsLoopback() {
+	if a.Loopback && (a.OtherNetns || !d.src.Unmap().IsLoopback()) {
 		src := d.src
 		s.decoders.Put(d)
 		return fmt.Errorf("%w: %s, but it arrived over loopback, so it was sent from the receiver's own network namespace", ErrUntrustedDNSSource, src)

@@ -133,7 +133,7 @@ func TestObserveDNS(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			s, a, _ := newTestSet(t, Config{Hosts: []string{host}, Resolver: newFakeResolver(), Grace: -1})
-			if err := s.ObserveDNS(mustPacket(t, tt.v6, 53, tt.msg), false); err != nil {
+			if err := s.ObserveDNS(mustPacket(t, tt.v6, 53, tt.msg), Arrival{}); err != nil {
 				t.Fatalf("ObserveDNS: %v", err)
 			}
 			want := pfxs(tt.want...)
@@ -169,7 +169,7 @@ func TestObserveDNSTTL(t *testing.T) {
 	for _, tt := range tests {
 		s, _, _ := newTestSet(t, Config{Hosts: []string{"api.openai.com"}, Resolver: newFakeResolver(), Grace: time.Minute})
 		pkt := mustPacket(t, false, 53, response("api.openai.com", aRR("api.openai.com", "192.0.2.1", tt.ttl)))
-		if err := s.ObserveDNS(pkt, false); err != nil {
+		if err := s.ObserveDNS(pkt, Arrival{}); err != nil {
 			t.Fatal(err)
 		}
 		e := s.Entries()
@@ -211,7 +211,7 @@ func TestObserveDNSErrors(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			s, a, _ := newTestSet(t, Config{Hosts: []string{"api.openai.com"}, Resolver: newFakeResolver()})
-			err := s.ObserveDNS(tt.packet, false)
+			err := s.ObserveDNS(tt.packet, Arrival{})
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("ObserveDNS() error = %v, want one containing %q", err, tt.want)
 			}
@@ -247,7 +247,7 @@ func FuzzObserveDNS(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		err = s.ObserveDNS(packet, false)
+		err = s.ObserveDNS(packet, Arrival{})
 		if errors.Is(err, errDecoderPanic) {
 			t.Fatalf("gopacket panicked on this input: %v", err)
 		}
@@ -290,7 +290,7 @@ func BenchmarkObserveDNS(b *testing.B) {
 			b.ReportAllocs()
 			b.SetBytes(int64(len(c.pkt)))
 			for b.Loop() {
-				if err := s.ObserveDNS(c.pkt, false); err != nil {
+				if err := s.ObserveDNS(c.pkt, Arrival{}); err != nil {
 					b.Fatal(err)
 				}
 			}

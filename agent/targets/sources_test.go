@@ -18,26 +18,29 @@ func TestObserveDNSLearnsOnlyFromTrustedResolvers(t *testing.T) {
 	}
 	sources := NewDNSSources(resolvConf, []netip.Addr{netip.MustParseAddr("10.96.0.10")})
 	tests := []struct {
-		name        string
-		src         string
-		viaLoopback bool
-		learned     bool
+		name    string
+		src     string
+		arrival Arrival
+		learned bool
 	}{
-		{"resolv.conf nameserver", "198.51.100.53", false, true},
-		{"resolv.conf IPv6 nameserver", "2001:db8:1::53", false, true},
-		{"configured cluster DNS", "10.96.0.10", false, true},
-		{"loopback resolver over loopback", "127.0.0.53", true, true},
-		{"a workload's own port 53", "198.51.100.66", false, false},
-		{"untrusted loopback address", "127.0.0.1", true, false},
+		{"resolv.conf nameserver", "198.51.100.53", Arrival{}, true},
+		{"resolv.conf IPv6 nameserver", "2001:db8:1::53", Arrival{}, true},
+		{"configured cluster DNS", "10.96.0.10", Arrival{}, true},
+		{"cluster DNS answering a pod", "10.96.0.10", Arrival{OtherNetns: true}, true},
+		{"loopback resolver over the host's loopback", "127.0.0.53", Arrival{Loopback: true}, true},
+		{"a workload's own port 53", "198.51.100.66", Arrival{}, false},
+		{"untrusted loopback address", "127.0.0.1", Arrival{Loopback: true}, false},
 		// Sent to itself with the resolver's address forged: only a
 		// packet from its own namespace arrives over loopback.
-		{"trusted resolver forged over loopback", "198.51.100.53", true, false},
-		{"cluster DNS forged over loopback", "10.96.0.10", true, false},
+		{"trusted resolver forged over loopback", "198.51.100.53", Arrival{Loopback: true}, false},
+		{"cluster DNS forged over loopback", "10.96.0.10", Arrival{Loopback: true}, false},
+		// The host's loopback resolver is never heard on a pod's loopback.
+		{"loopback resolver forged in a pod", "127.0.0.53", Arrival{Loopback: true, OtherNetns: true}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			s, a, _ := newTestSet(t, Config{Hosts: []string{host}, Resolver: newFakeResolver(), DNSSources: sources})
-			err := s.ObserveDNS(mustPacketFrom(t, netip.MustParseAddr(tt.src), 53, answer), tt.viaLoopback)
+			err := s.ObserveDNS(mustPacketFrom(t, netip.MustParseAddr(tt.src), 53, answer), tt.arrival)
 			if tt.learned && err != nil {
 				t.Fatalf("ObserveDNS: %v", err)
 			}
