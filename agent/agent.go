@@ -19,6 +19,7 @@ import (
 
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/promptrail/promptrail/agent/intercept"
 	"github.com/promptrail/promptrail/agent/proxy"
 	"github.com/promptrail/promptrail/agent/recorder"
@@ -27,6 +28,8 @@ import (
 
 // DefaultTarget is what the agent intercepts when nothing else is said.
 const DefaultTarget = "api.openai.com:443"
+
+const defaultResolvConf = "/etc/resolv.conf"
 
 // Config configures Run. Zero values take the documented defaults.
 type Config struct {
@@ -65,8 +68,13 @@ type Config struct {
 	// receive.
 	CaptureDNS bool
 	// DNSResolvConf is the resolver configuration used to resolve target
-	// names. Empty: /etc/resolv.conf.
+	// names; its nameservers are also the sources whose DNS answers
+	// CaptureDNS learns from. Empty: /etc/resolv.conf.
 	DNSResolvConf string
+	// DNSServers are resolvers besides DNSResolvConf's nameservers whose
+	// answers CaptureDNS learns from: the cluster DNS service, a node-local
+	// cache. Answers from any other source are ignored.
+	DNSServers []string
 	// CACert and CAKey are the CA that signs the certificates clients see.
 	// Empty: a node CA created in DataDir on first start, name-constrained
 	// to the host names of Targets.
@@ -135,6 +143,10 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	dnsServers, err := parseAddrs("DNS server", cfg.DNSServers)
+	if err != nil {
+		return err
+	}
 	pipe, err := startPipeline(ctx, cfg, node, log)
 	if err != nil {
 		return err
@@ -145,7 +157,14 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer ident.Close()
-	decrypt, err := decryption(cfg, node, pipe, log)
+	// The registry of the agent's own sockets comes first: every dialer of
+	// the agent (proxy, upstream, resolver) registers its sockets in it.
+	socks, err := intercept.NewAgentSockets(cfg.Mark)
+	if err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
+	defer socks.Close()
+	decrypt, err := decryption(cfg, node, pipe, socks, log)
 	if err != nil {
 		return err
 	}
@@ -162,7 +181,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("agent: %w", err)
 	}
 	var origins lateOrigins
-	srv, err := proxy.New(proxy.Config{Listeners: lns, Origins: &origins, Mark: orDefault(cfg.Mark, intercept.DefaultMark), Logger: log,
+	srv, err := proxy.New(proxy.Config{Listeners: lns, Origins: &origins, Control: socks.Control, Logger: log,
 		Decrypt: decrypt, DecryptName: plan.isHost, Undecrypted: plan.undecrypted.splice, HelloTimeout: cfg.HelloTimeout})
 	if err != nil {
 		closeAll(lns)
@@ -171,7 +190,7 @@ func Run(ctx context.Context, cfg Config) error {
 	in, err := intercept.Attach(intercept.Config{
 		CgroupRoot: cfg.CgroupRoot, PinPath: cfg.PinPath, FailMode: cfg.FailMode,
 		HostProxy4: listen.host4, HostProxy6: listen.host6, NodeProxy4: listen.node4, NodeProxy6: listen.node6,
-		Ports: plan.ports, Mark: cfg.Mark, HeartbeatTimeout: cfg.HeartbeatTimeout, CaptureDNS: cfg.CaptureDNS,
+		Ports: plan.ports, Sockets: socks, HeartbeatTimeout: cfg.HeartbeatTimeout, CaptureDNS: cfg.CaptureDNS,
 		Logger: log,
 	})
 	if err != nil {
@@ -179,11 +198,17 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("agent: %w", err)
 	}
 	origins.in = in
-	var resolver targets.Resolver
-	if cfg.DNSResolvConf != "" {
-		resolver = targets.NewDNSResolver(cfg.DNSResolvConf)
+	untrustedDNS := prometheus.NewCounter(prometheus.CounterOpts{Name: "promptrail_agent_dns_answers_untrusted_total",
+		Help: "Captured DNS answers ignored because they came from no trusted resolver (--resolv-conf's nameservers, --dns-server), or claimed one but arrived over loopback."})
+	if err := errors.Join(in.RegisterMetrics(pipe.reg), pipe.reg.Register(untrustedDNS)); err != nil {
+		in.Close()
+		closeAll(lns)
+		return fmt.Errorf("agent: %w", err)
 	}
-	set, err := targets.New(targets.Config{Hosts: plan.hosts, CIDRs: plan.cidrs, Resolver: resolver, Logger: log}, in)
+	resolver := targets.NewDNSResolver(cfg.DNSResolvConf, socks.Control)
+	sources := targets.NewDNSSources(cfg.DNSResolvConf, dnsServers)
+	set, err := targets.New(targets.Config{Hosts: plan.hosts, CIDRs: plan.cidrs, Resolver: resolver,
+		DNSSources: sources, Logger: log}, in)
 	if err != nil {
 		in.Close()
 		closeAll(lns)
@@ -191,17 +216,17 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	plan.undecrypted.set = set // before Serve: host rules see the set from the first connection
 	log.Info("agent running", "targets", cfg.targetList(), "target_cidrs", cfg.TargetCIDRs, "proxy_listen", listen.all,
-		"cgroup_root", cfg.CgroupRoot, "data_dir", cfg.DataDir)
-	return supervise(ctx, log, parts{in: in, srv: srv, set: set, dns: cfg.CaptureDNS, explicit: explicit})
+		"cgroup_root", cfg.CgroupRoot, "data_dir", cfg.DataDir, "dns_sources", sources.Addrs())
+	return supervise(ctx, log, parts{in: in, srv: srv, set: set, dns: cfg.CaptureDNS, untrustedDNS: untrustedDNS, explicit: explicit})
 }
 
 // decryption builds the TLS-terminating path: CA, recorder, upstream.
-func decryption(cfg Config, node string, pipe *pipeline, log *slog.Logger) (*proxy.DecryptConfig, error) {
+func decryption(cfg Config, node string, pipe *pipeline, socks *intercept.AgentSockets, log *slog.Logger) (*proxy.DecryptConfig, error) {
 	ca, err := nodeCA(cfg, log)
 	if err != nil {
 		return nil, err
 	}
-	up, err := proxy.NewUpstreamTransport(proxy.UpstreamConfig{ExtraCAs: cfg.UpstreamCA, Mark: orDefault(cfg.Mark, intercept.DefaultMark)})
+	up, err := proxy.NewUpstreamTransport(proxy.UpstreamConfig{ExtraCAs: cfg.UpstreamCA, Control: socks.Control})
 	if err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
@@ -234,11 +259,13 @@ func orDefaultString(s, def string) string {
 
 // parts are what supervise runs.
 type parts struct {
-	in       *intercept.Interceptor
-	srv      *proxy.Server
-	set      *targets.Set
-	dns      bool
-	explicit net.Listener
+	in  *intercept.Interceptor
+	srv *proxy.Server
+	set *targets.Set
+	dns bool
+	// untrustedDNS counts captured answers that no trusted resolver sent.
+	untrustedDNS prometheus.Counter
+	explicit     net.Listener
 }
 
 // supervise runs the parts until ctx is done or one of them fails, then
@@ -254,8 +281,11 @@ func supervise(ctx context.Context, log *slog.Logger, p parts) error {
 	if p.dns {
 		n++
 		go func() {
-			errc <- wrap("dns capture", p.in.ReadDNS(ctx, func(b []byte) {
-				if err := p.set.ObserveDNS(b); err != nil {
+			errc <- wrap("dns capture", p.in.ReadDNS(ctx, func(b []byte, a intercept.Arrival) {
+				if err := p.set.ObserveDNS(b, targets.Arrival(a)); err != nil {
+					if errors.Is(err, targets.ErrUntrustedDNSSource) {
+						p.untrustedDNS.Inc()
+					}
 					log.Debug("ignored a captured DNS packet", "err", err)
 				}
 			}))
@@ -320,6 +350,9 @@ func (cfg *Config) prepare() (targetPlan, listenPlan, string, error) {
 	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return targetPlan{}, listenPlan{}, "", fmt.Errorf("agent: creating data directory: %w", err)
+	}
+	if cfg.DNSResolvConf == "" {
+		cfg.DNSResolvConf = defaultResolvConf
 	}
 	if cfg.CgroupRoot == "" {
 		if cfg.CgroupRoot, err = intercept.DefaultCgroupRoot(); err != nil {
@@ -437,6 +470,18 @@ func parseListen(addrs []string) (listenPlan, error) {
 	return p, nil
 }
 
+func parseAddrs(what string, ss []string) ([]netip.Addr, error) {
+	var out []netip.Addr
+	for _, s := range ss {
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return nil, fmt.Errorf("agent: %s %q: want an IP address: %w", what, s, err)
+		}
+		out = append(out, a)
+	}
+	return out, nil
+}
+
 // lateOrigins lets the proxy exist before the Interceptor that answers its
 // lookups: listeners must be open before programs redirect to them, and
 // Serve starts only once in is set.
@@ -450,11 +495,4 @@ func closeAll(lns []net.Listener) {
 	for _, ln := range lns {
 		ln.Close()
 	}
-}
-
-func orDefault(v, def uint32) uint32 {
-	if v == 0 {
-		return def
-	}
-	return v
 }

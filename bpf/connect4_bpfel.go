@@ -54,7 +54,10 @@ const (
 	Connect4CounterCOUNTER_CLOSED           Connect4Counter = 6
 	Connect4CounterCOUNTER_DNS_CAPTURED     Connect4Counter = 7
 	Connect4CounterCOUNTER_DNS_DROPPED      Connect4Counter = 8
-	Connect4CounterCOUNTER_MAX              Connect4Counter = 9
+	Connect4CounterCOUNTER_FORGED_MARK      Connect4Counter = 9
+	Connect4CounterCOUNTER_DROPPED_QUIC     Connect4Counter = 10
+	Connect4CounterCOUNTER_DROPPED_RAW      Connect4Counter = 11
+	Connect4CounterCOUNTER_MAX              Connect4Counter = 12
 )
 
 type Connect4Origin struct {
@@ -84,6 +87,7 @@ type Connect4TargetKey struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	Connect4MapAgentSockets   = "agent_sockets"
 	Connect4MapAgentStateMap  = "agent_state_map"
 	Connect4MapConfigMap      = "config_map"
 	Connect4MapCounters       = "counters"
@@ -144,6 +148,7 @@ type Connect4ProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type Connect4MapSpecs struct {
+	AgentSockets   *ebpf.MapSpec `ebpf:"agent_sockets"`
 	AgentStateMap  *ebpf.MapSpec `ebpf:"agent_state_map"`
 	ConfigMap      *ebpf.MapSpec `ebpf:"config_map"`
 	Counters       *ebpf.MapSpec `ebpf:"counters"`
@@ -180,6 +185,7 @@ func (o *Connect4Objects) Close() error {
 //
 // It can be passed to LoadConnect4Objects or ebpf.CollectionSpec.LoadAndAssign.
 type Connect4Maps struct {
+	AgentSockets   *ebpf.Map `ebpf:"agent_sockets"`
 	AgentStateMap  *ebpf.Map `ebpf:"agent_state_map"`
 	ConfigMap      *ebpf.Map `ebpf:"config_map"`
 	Counters       *ebpf.Map `ebpf:"counters"`
@@ -191,6 +197,7 @@ type Connect4Maps struct {
 
 func (m *Connect4Maps) Close() error {
 	return _Connect4Close(
+		m.AgentSockets,
 		m.AgentStateMap,
 		m.ConfigMap,
 		m.Counters,

@@ -69,6 +69,7 @@ type Connect6TargetKey struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	Connect6MapAgentSockets   = "agent_sockets"
 	Connect6MapAgentStateMap  = "agent_state_map"
 	Connect6MapConfigMap      = "config_map"
 	Connect6MapCounters       = "counters"
@@ -128,6 +129,7 @@ type Connect6ProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type Connect6MapSpecs struct {
+	AgentSockets   *ebpf.MapSpec `ebpf:"agent_sockets"`
 	AgentStateMap  *ebpf.MapSpec `ebpf:"agent_state_map"`
 	ConfigMap      *ebpf.MapSpec `ebpf:"config_map"`
 	Counters       *ebpf.MapSpec `ebpf:"counters"`
@@ -163,6 +165,7 @@ func (o *Connect6Objects) Close() error {
 //
 // It can be passed to LoadConnect6Objects or ebpf.CollectionSpec.LoadAndAssign.
 type Connect6Maps struct {
+	AgentSockets   *ebpf.Map `ebpf:"agent_sockets"`
 	AgentStateMap  *ebpf.Map `ebpf:"agent_state_map"`
 	ConfigMap      *ebpf.Map `ebpf:"config_map"`
 	Counters       *ebpf.Map `ebpf:"counters"`
@@ -174,6 +177,7 @@ type Connect6Maps struct {
 
 func (m *Connect6Maps) Close() error {
 	return _Connect6Close(
+		m.AgentSockets,
 		m.AgentStateMap,
 		m.ConfigMap,
 		m.Counters,

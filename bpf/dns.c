@@ -13,10 +13,18 @@
 #define DNS_MAX_CAPTURE 2048
 
 struct dns_event {
-	__u32 len;      /* bytes in data */
-	__u32 orig_len; /* bytes in the packet */
+	__u32 len;             /* bytes in data */
+	__u32 orig_len;        /* bytes in the packet */
+	__u32 ingress_ifindex; /* the device it arrived on; 1 is loopback in every namespace */
+	__u32 pad;
+	__u64 netns_cookie; /* the receiver's network namespace; 0 if the kernel cannot tell */
 	__u8 data[DNS_MAX_CAPTURE];
 };
+
+/* Set by the loader when the kernel offers bpf_get_netns_cookie to
+ * cgroup_skb programs (recent kernels only): the verifier then drops the
+ * branch that calls it where it is not offered. */
+const volatile __u32 have_netns_cookie = 0;
 
 /* Emits struct dns_event into BTF so that bpf2go generates its Go type. */
 const struct dns_event *unused_dns_event __attribute__((unused));
@@ -66,11 +74,18 @@ int dns_ingress(struct __sk_buff *skb)
 	if (n > DNS_MAX_CAPTURE)
 		n = DNS_MAX_CAPTURE;
 	e->len = n;
+	e->ingress_ifindex = skb->ingress_ifindex;
+	e->pad = 0;
 	if (n == 0 || bpf_skb_load_bytes(skb, 0, e->data, n)) {
 		bpf_ringbuf_discard(e, 0);
 		count(COUNTER_DNS_DROPPED);
 		return 1;
 	}
+	/* After the copy: a helper call in between would make the verifier
+	 * lose track of n's bounds. */
+	e->netns_cookie = 0;
+	if (have_netns_cookie)
+		e->netns_cookie = bpf_get_netns_cookie(skb);
 	bpf_ringbuf_submit(e, 0);
 	count(COUNTER_DNS_CAPTURED);
 	return 1;

@@ -43,10 +43,13 @@ type DnsConfig struct {
 }
 
 type DnsDnsEvent struct {
-	_       structs.HostLayout
-	Len     uint32
-	OrigLen uint32
-	Data    [2048]uint8
+	_              structs.HostLayout
+	Len            uint32
+	OrigLen        uint32
+	IngressIfindex uint32
+	Pad            uint32
+	NetnsCookie    uint64
+	Data           [2048]uint8
 }
 
 type DnsOrigin struct {
@@ -76,16 +79,18 @@ type DnsTargetKey struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	DnsMapAgentStateMap  = "agent_state_map"
-	DnsMapConfigMap      = "config_map"
-	DnsMapCounters       = "counters"
-	DnsMapDnsEvents      = "dns_events"
-	DnsMapOrigins        = "origins"
-	DnsMapPendingOrigins = "pending_origins"
-	DnsMapTargetPorts    = "target_ports"
-	DnsMapTargets        = "targets"
-	DnsProgDnsIngress    = "dns_ingress"
-	DnsVarUnusedDnsEvent = "unused_dns_event"
+	DnsMapAgentSockets    = "agent_sockets"
+	DnsMapAgentStateMap   = "agent_state_map"
+	DnsMapConfigMap       = "config_map"
+	DnsMapCounters        = "counters"
+	DnsMapDnsEvents       = "dns_events"
+	DnsMapOrigins         = "origins"
+	DnsMapPendingOrigins  = "pending_origins"
+	DnsMapTargetPorts     = "target_ports"
+	DnsMapTargets         = "targets"
+	DnsProgDnsIngress     = "dns_ingress"
+	DnsVarHaveNetnsCookie = "have_netns_cookie"
+	DnsVarUnusedDnsEvent  = "unused_dns_event"
 )
 
 // LoadDns returns the embedded CollectionSpec for Dns.
@@ -137,6 +142,7 @@ type DnsProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type DnsMapSpecs struct {
+	AgentSockets   *ebpf.MapSpec `ebpf:"agent_sockets"`
 	AgentStateMap  *ebpf.MapSpec `ebpf:"agent_state_map"`
 	ConfigMap      *ebpf.MapSpec `ebpf:"config_map"`
 	Counters       *ebpf.MapSpec `ebpf:"counters"`
@@ -151,7 +157,8 @@ type DnsMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type DnsVariableSpecs struct {
-	UnusedDnsEvent *ebpf.VariableSpec `ebpf:"unused_dns_event"`
+	HaveNetnsCookie *ebpf.VariableSpec `ebpf:"have_netns_cookie"`
+	UnusedDnsEvent  *ebpf.VariableSpec `ebpf:"unused_dns_event"`
 }
 
 // DnsObjects contains all objects after they have been loaded into the kernel.
@@ -174,6 +181,7 @@ func (o *DnsObjects) Close() error {
 //
 // It can be passed to LoadDnsObjects or ebpf.CollectionSpec.LoadAndAssign.
 type DnsMaps struct {
+	AgentSockets   *ebpf.Map `ebpf:"agent_sockets"`
 	AgentStateMap  *ebpf.Map `ebpf:"agent_state_map"`
 	ConfigMap      *ebpf.Map `ebpf:"config_map"`
 	Counters       *ebpf.Map `ebpf:"counters"`
@@ -186,6 +194,7 @@ type DnsMaps struct {
 
 func (m *DnsMaps) Close() error {
 	return _DnsClose(
+		m.AgentSockets,
 		m.AgentStateMap,
 		m.ConfigMap,
 		m.Counters,
@@ -201,7 +210,8 @@ func (m *DnsMaps) Close() error {
 //
 // It can be passed to LoadDnsObjects or ebpf.CollectionSpec.LoadAndAssign.
 type DnsVariables struct {
-	UnusedDnsEvent *ebpf.Variable `ebpf:"unused_dns_event"`
+	HaveNetnsCookie *ebpf.Variable `ebpf:"have_netns_cookie"`
+	UnusedDnsEvent  *ebpf.Variable `ebpf:"unused_dns_event"`
 }
 
 // DnsPrograms contains all programs after they have been loaded into the kernel.

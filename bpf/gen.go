@@ -9,6 +9,9 @@
 //   - sendmsg.c: refuse unconnected UDP (QUIC) to a target;
 //   - sockops.c: re-key the origin by the client's address once the
 //     connection is established, and forget it when the socket closes;
+//   - quic.c: drop UDP to a target's port 443, and raw-socket TCP to a
+//     target, at egress, which raw sockets cannot avoid as they avoid
+//     connect and sendmsg;
 //   - dns.c: copy DNS responses to the agent, which learns target addresses.
 //
 // All of them include promptrail.h, which declares the maps they share;
@@ -20,4 +23,5 @@ package bpf
 //go:generate go tool bpf2go -tags linux -target bpfel Connect6 connect6.c
 //go:generate go tool bpf2go -tags linux -target bpfel Sendmsg sendmsg.c
 //go:generate go tool bpf2go -tags linux -target bpfel Sockops sockops.c
+//go:generate go tool bpf2go -tags linux -target bpfel Quic quic.c
 //go:generate go tool bpf2go -tags linux -target bpfel -type dns_event Dns dns.c

@@ -84,6 +84,9 @@ enum counter {
 	COUNTER_CLOSED,
 	COUNTER_DNS_CAPTURED,
 	COUNTER_DNS_DROPPED,
+	COUNTER_FORGED_MARK,  /* a connect carried the agent's mark from a socket the agent did not register */
+	COUNTER_DROPPED_QUIC, /* UDP packets to a target dropped at egress (raw sockets included) */
+	COUNTER_DROPPED_RAW,  /* TCP packets to a target from a raw socket, dropped at egress */
 	COUNTER_MAX,
 };
 
@@ -125,6 +128,20 @@ struct {
 	__type(value, struct config);
 } config_map SEC(".maps");
 
+/* Cookies of the agent's own sockets, written by the agent (its dialers
+ * register each socket before connecting it) and never by a program
+ * except sockops, which forgets a socket when it closes. Only a process
+ * that holds this map's file descriptor can write it: a workload can set
+ * any SO_MARK it likes (CAP_NET_ADMIN), but it cannot register a socket.
+ * LRU, so a registration that sockops never sees close (a socket outside
+ * the cgroup root) ages out instead of filling the map. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, __u8);
+} agent_sockets SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
@@ -163,14 +180,20 @@ static __always_inline void ipv4_mapped(__u8 addr[16], __u32 ip4)
 	w[3] = ip4;
 }
 
+/* is_target_addr reports whether addr is in the target set, on any port. */
+static __always_inline int is_target_addr(const __u8 addr[16])
+{
+	struct target_key key = {.prefixlen = 128};
+	__builtin_memcpy(key.addr, addr, 16);
+	return bpf_map_lookup_elem(&targets, &key) != 0;
+}
+
 /* is_target reports whether addr:port is in the target set. */
 static __always_inline int is_target(const __u8 addr[16], __u16 port)
 {
 	if (!bpf_map_lookup_elem(&target_ports, &port))
 		return 0;
-	struct target_key key = {.prefixlen = 128};
-	__builtin_memcpy(key.addr, addr, 16);
-	return bpf_map_lookup_elem(&targets, &key) != 0;
+	return is_target_addr(addr);
 }
 
 /* agent_unavailable reports whether a fail-closed deployment has no live
@@ -186,12 +209,23 @@ static __always_inline int agent_unavailable(const struct config *cfg)
 	return bpf_ktime_get_ns() - st->heartbeat_ns > cfg->heartbeat_timeout_ns;
 }
 
-/* is_agent_socket reports whether the socket carries the agent's mark: the
- * agent's own upstream connections must never be redirected back to it. */
+/* is_agent_socket reports whether the socket is one of the agent's own,
+ * whose connections must never be redirected back to it: its cookie is
+ * registered in agent_sockets and it carries the agent's mark. The mark
+ * alone proves nothing (any process with CAP_NET_ADMIN can set it): a
+ * marked socket that is not registered is counted as a forgery and
+ * intercepted like any other. */
 static __always_inline int is_agent_socket(struct bpf_sock_addr *ctx, const struct config *cfg)
 {
 	struct bpf_sock *sk = ctx->sk;
-	return sk && cfg->agent_mark && sk->mark == cfg->agent_mark;
+	if (!sk)
+		return 0;
+	__u64 cookie = bpf_get_socket_cookie(ctx);
+	int registered = bpf_map_lookup_elem(&agent_sockets, &cookie) != 0;
+	int marked = cfg->agent_mark && sk->mark == cfg->agent_mark;
+	if (marked && !registered)
+		count(COUNTER_FORGED_MARK);
+	return registered && marked;
 }
 
 /* remember_origin stores who is connecting where, keyed by socket cookie

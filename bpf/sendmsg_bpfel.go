@@ -69,6 +69,7 @@ type SendmsgTargetKey struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	SendmsgMapAgentSockets   = "agent_sockets"
 	SendmsgMapAgentStateMap  = "agent_state_map"
 	SendmsgMapConfigMap      = "config_map"
 	SendmsgMapCounters       = "counters"
@@ -130,6 +131,7 @@ type SendmsgProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type SendmsgMapSpecs struct {
+	AgentSockets   *ebpf.MapSpec `ebpf:"agent_sockets"`
 	AgentStateMap  *ebpf.MapSpec `ebpf:"agent_state_map"`
 	ConfigMap      *ebpf.MapSpec `ebpf:"config_map"`
 	Counters       *ebpf.MapSpec `ebpf:"counters"`
@@ -165,6 +167,7 @@ func (o *SendmsgObjects) Close() error {
 //
 // It can be passed to LoadSendmsgObjects or ebpf.CollectionSpec.LoadAndAssign.
 type SendmsgMaps struct {
+	AgentSockets   *ebpf.Map `ebpf:"agent_sockets"`
 	AgentStateMap  *ebpf.Map `ebpf:"agent_state_map"`
 	ConfigMap      *ebpf.Map `ebpf:"config_map"`
 	Counters       *ebpf.Map `ebpf:"counters"`
@@ -176,6 +179,7 @@ type SendmsgMaps struct {
 
 func (m *SendmsgMaps) Close() error {
 	return _SendmsgClose(
+		m.AgentSockets,
 		m.AgentStateMap,
 		m.ConfigMap,
 		m.Counters,

@@ -4,7 +4,8 @@
  * sockops moves the origin of a redirected connection from its socket
  * cookie to the client's address and port once the handshake completes,
  * which is what the proxy sees when it accepts, and deletes it when the
- * socket closes, so the tables never outgrow the live connections.
+ * socket closes, so the tables never outgrow the live connections. It also
+ * forgets the agent's own sockets (agent_sockets) when they close.
  */
 #include "promptrail.h"
 
@@ -43,10 +44,10 @@ int track_origin(struct bpf_sock_ops *skops)
 
 	switch (skops->op) {
 	case BPF_SOCK_OPS_TCP_CONNECT_CB:
-		/* Ask for state changes only on redirected sockets, so a connect that
-		 * never completes still has its pending entry removed. */
+		/* Ask for state changes only on redirected sockets and the agent's
+		 * own, so a connect that never completes still has its entry removed. */
 		cookie = bpf_get_socket_cookie(skops);
-		if (bpf_map_lookup_elem(&pending_origins, &cookie))
+		if (bpf_map_lookup_elem(&pending_origins, &cookie) || bpf_map_lookup_elem(&agent_sockets, &cookie))
 			bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags |
 								 BPF_SOCK_OPS_STATE_CB_FLAG);
 		break;
@@ -65,6 +66,7 @@ int track_origin(struct bpf_sock_ops *skops)
 			break;
 		cookie = bpf_get_socket_cookie(skops);
 		bpf_map_delete_elem(&pending_origins, &cookie);
+		bpf_map_delete_elem(&agent_sockets, &cookie);
 		client_key_of(skops, &key);
 		o = bpf_map_lookup_elem(&origins, &key);
 		/* The client's port may already belong to a newer connection. */

@@ -69,6 +69,7 @@ type SockopsTargetKey struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	SockopsMapAgentSockets   = "agent_sockets"
 	SockopsMapAgentStateMap  = "agent_state_map"
 	SockopsMapConfigMap      = "config_map"
 	SockopsMapCounters       = "counters"
@@ -128,6 +129,7 @@ type SockopsProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type SockopsMapSpecs struct {
+	AgentSockets   *ebpf.MapSpec `ebpf:"agent_sockets"`
 	AgentStateMap  *ebpf.MapSpec `ebpf:"agent_state_map"`
 	ConfigMap      *ebpf.MapSpec `ebpf:"config_map"`
 	Counters       *ebpf.MapSpec `ebpf:"counters"`
@@ -163,6 +165,7 @@ func (o *SockopsObjects) Close() error {
 //
 // It can be passed to LoadSockopsObjects or ebpf.CollectionSpec.LoadAndAssign.
 type SockopsMaps struct {
+	AgentSockets   *ebpf.Map `ebpf:"agent_sockets"`
 	AgentStateMap  *ebpf.Map `ebpf:"agent_state_map"`
 	ConfigMap      *ebpf.Map `ebpf:"config_map"`
 	Counters       *ebpf.Map `ebpf:"counters"`
@@ -174,6 +177,7 @@ type SockopsMaps struct {
 
 func (m *SockopsMaps) Close() error {
 	return _SockopsClose(
+		m.AgentSockets,
 		m.AgentStateMap,
 		m.ConfigMap,
 		m.Counters,

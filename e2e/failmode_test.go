@@ -56,8 +56,8 @@ func TestFailClosedRefusesTargetsWhileNoAgentRuns(t *testing.T) {
 
 	// A new agent takes over; a graceful stop refuses at once.
 	a = startAgent(t, n.agent, args...)
-	if got := attached(t, n.root); got != 5 {
-		t.Errorf("%d programs attached after restart, want 5: a takeover must not stack programs", got)
+	if got := attached(t, n.root); got != 6 {
+		t.Errorf("%d programs attached after restart, want 6: a takeover must not stack programs", got)
 	}
 	r := kerneltest.RunHelper(t, n.client, nil, "tcp", "127.0.1.2:443", "ping")
 	if r.Reply != "echo:ping" {

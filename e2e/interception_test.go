@@ -125,7 +125,9 @@ func TestDNSAnswerSeenOnTheNodeAddsATarget(t *testing.T) {
 	cdn := netip.MustParseAddr("127.0.1.4")
 	resolver := startDNS(t, "127.0.1.53:53", name, cdn)
 	echo := newEchoServer(t, "127.0.1.4:443")
-	a := startAgent(t, n.agent, n.agentArgs("--fail-mode", "fail-open", "--capture-dns",
+	// The resolver stands for the cluster DNS service, whose answers are
+	// trusted; the agent's own resolv.conf points nowhere.
+	a := startAgent(t, n.agent, n.agentArgs("--fail-mode", "fail-open", "--capture-dns", "--dns-server", "127.0.1.53",
 		"--target", name+":443", "--no-sni", "splice", "--proxy-listen", "127.0.0.1:15103")...)
 
 	// Before any DNS answer the address is nobody's target.

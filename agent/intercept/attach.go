@@ -9,6 +9,8 @@ import (
 	"syscall"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/features"
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 
@@ -29,6 +31,7 @@ func (in *Interceptor) programs() []program {
 		{"sendmsg4", bpf.LoadSendmsg, ebpf.AttachCGroupUDP4Sendmsg},
 		{"sendmsg6", bpf.LoadSendmsg, ebpf.AttachCGroupUDP6Sendmsg},
 		{"track_origin", bpf.LoadSockops, ebpf.AttachCGroupSockOps},
+		{"quic_egress", bpf.LoadQuic, ebpf.AttachCGroupInetEgress},
 	}
 	if in.cfg.CaptureDNS {
 		ps = append(ps, program{"dns_ingress", bpf.LoadDns, ebpf.AttachCGroupInetIngress})
@@ -47,6 +50,9 @@ func (in *Interceptor) loadPrograms() (map[string]*ebpf.Program, error) {
 		spec, err := p.load()
 		if err != nil {
 			return nil, fmt.Errorf("intercept: reading object of program %s: %w", p.name, err)
+		}
+		if err := setFeatures(spec); err != nil {
+			return nil, fmt.Errorf("intercept: configuring program %s: %w", p.name, err)
 		}
 		coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{
 			MapReplacements: in.maps.replacementsFor(spec),
@@ -69,6 +75,23 @@ func (in *Interceptor) loadPrograms() (map[string]*ebpf.Program, error) {
 		}
 	}
 	return out, nil
+}
+
+// setFeatures sets the constants by which an object adapts to the kernel.
+func setFeatures(spec *ebpf.CollectionSpec) error {
+	v, ok := spec.Variables[bpf.DnsVarHaveNetnsCookie]
+	if !ok {
+		return nil
+	}
+	err := features.HaveProgramHelper(ebpf.CGroupSKB, asm.FnGetNetnsCookie)
+	switch {
+	case err == nil:
+		return v.Set(uint32(1))
+	case errors.Is(err, ebpf.ErrNotSupported):
+		return nil // DNS capture tells no namespaces apart; Arrival says so
+	default:
+		return fmt.Errorf("probing for bpf_get_netns_cookie in cgroup_skb programs: %w", err)
+	}
 }
 
 // attachAll attaches every program to the cgroup root. A link pinned by an

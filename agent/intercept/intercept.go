@@ -6,7 +6,10 @@
 //
 // The programs use cgroup hooks only (sock_addr, sock_ops, cgroup_skb): they
 // work on kernels without kprobes or fentry, and whatever TLS library the
-// client uses.
+// client uses. UDP to a target's port is refused at connect and sendmsg and
+// dropped at egress, where raw sockets are seen too. The agent's own sockets
+// are told apart by registration (AgentSockets), never by their mark alone,
+// which any process with CAP_NET_ADMIN can set.
 package intercept
 
 import (
@@ -39,10 +42,27 @@ const (
 	FailClosed FailMode = "fail-closed"
 )
 
-// DefaultMark is the SO_MARK that the agent puts on its own sockets so that
-// the programs never redirect them. Chosen to stay clear of the bits that
-// common CNIs use (Calico 0xffff0000, Cilium 0x0f00, kube-proxy 0x4000/0x8000).
-const DefaultMark uint32 = 0x00007072
+// DefaultMark is the SO_MARK that the agent puts on its own sockets (see
+// AgentSockets: the mark alone exempts nothing). It is one bit that none of
+// these use, so their rules neither act on the agent's traffic nor lose
+// their own marks to it (the old default 0x7072 had kube-proxy's
+// masquerade bit, and with kube-proxy's rules every upstream dial timed
+// out):
+//   - kube-proxy and kubelet: 0x4000 masquerade, 0x8000 drop
+//     (--iptables-masquerade-bit 14, --iptables-drop-bit 15; kubernetes
+//     pkg/proxy/iptables, pkg/kubelet/kubelet_network_linux.go);
+//   - Calico: Felix's default iptablesMarkMask 0xffff0000 (Felix
+//     configuration reference);
+//   - Cilium: 0x0f00 magic (MagicMarkHostMask in pkg/datapath/linux/
+//     linux_defaults) and the upper 16 bits for identities;
+//   - Istio: 1337 = 0x539 (istio-iptables' proxy mark), ambient 0x111,
+//     0x222 under mask 0xfff;
+//   - AWS VPC CNI: 0x80 (AWS_VPC_K8S_CNI_CONNMARK);
+//   - Flannel sets no mark of its own in iptables mode; it relies on
+//     kube-proxy's.
+//
+// Operators whose CNI uses 0x2000 pick another with --socket-mark.
+const DefaultMark uint32 = 0x00002000
 
 // DefaultPinPath is where fail-closed programs are pinned.
 const DefaultPinPath = "/sys/fs/bpf/promptrail"
@@ -70,7 +90,12 @@ type Config struct {
 	// Ports are the destination ports that make an address a target, e.g.
 	// 443. Required.
 	Ports []uint16
-	// Mark is the SO_MARK of the agent's own sockets. Zero: DefaultMark.
+	// Sockets registers the agent's own sockets, which the programs never
+	// redirect; dial with its Control. Nil: Attach makes one with Mark, which
+	// Sockets returns. The Interceptor does not close a given one.
+	Sockets *AgentSockets
+	// Mark is the SO_MARK of the agent's own sockets, for Sockets made by
+	// Attach. Zero: DefaultMark, or that of Sockets.
 	Mark uint32
 	// HeartbeatTimeout is how long a fail-closed deployment waits for a
 	// heartbeat before it treats the agent as gone. Zero: 5s.
@@ -124,7 +149,12 @@ func (c *Config) setDefaults() error {
 	if len(c.Ports) == 0 {
 		return errors.New("intercept: no target ports given")
 	}
-	if c.Mark == 0 {
+	switch {
+	case c.Sockets != nil && c.Mark != 0 && c.Mark != c.Sockets.Mark():
+		return fmt.Errorf("intercept: mark %#x differs from the mark %#x of the socket registry", c.Mark, c.Sockets.Mark())
+	case c.Sockets != nil:
+		c.Mark = c.Sockets.Mark()
+	case c.Mark == 0:
 		c.Mark = DefaultMark
 	}
 	if c.HeartbeatTimeout == 0 {
@@ -138,12 +168,15 @@ func (c *Config) setDefaults() error {
 
 // Interceptor owns the loaded programs, their maps and their links.
 type Interceptor struct {
-	cfg      Config
-	cgroupID uint64
-	maps     *sharedMaps
-	progs    []*ebpf.Program
-	links    []link.Link
-	dns      *ringbuf.Reader
+	cfg       Config
+	cgroupID  uint64
+	hostNetns uint64 // cookie of the agent's network namespace
+	maps      *sharedMaps
+	sockets   *AgentSockets
+	ownSocks  bool // sockets was made by Attach, and Close closes it
+	progs     []*ebpf.Program
+	links     []link.Link
+	dns       *ringbuf.Reader
 
 	closeOnce sync.Once
 	closeErr  error
@@ -170,10 +203,20 @@ func Attach(cfg Config) (_ *Interceptor, err error) {
 		}
 	}()
 
-	if in.maps, err = newSharedMaps(); err != nil {
+	in.sockets = cfg.Sockets
+	if in.sockets == nil {
+		if in.sockets, err = NewAgentSockets(cfg.Mark); err != nil {
+			return nil, err
+		}
+		in.ownSocks = true
+	}
+	if in.maps, err = newSharedMaps(in.sockets.m); err != nil {
 		return nil, err
 	}
-	if err := in.maps.writeConfig(&in.cfg); err != nil {
+	if in.hostNetns, err = ownNetnsCookie(); err != nil {
+		return nil, fmt.Errorf("intercept: reading the host network namespace cookie: %w", err)
+	}
+	if err := in.maps.writeConfig(&in.cfg, in.hostNetns); err != nil {
 		return nil, err
 	}
 	if err := in.Heartbeat(); err != nil {
@@ -255,8 +298,15 @@ func (in *Interceptor) closeAll() error {
 	if in.maps != nil {
 		errs = append(errs, in.maps.Close())
 	}
+	if in.ownSocks {
+		errs = append(errs, in.sockets.Close())
+	}
 	return errors.Join(errs...)
 }
+
+// Sockets returns the registry of the agent's own sockets: Config.Sockets,
+// or the one Attach made.
+func (in *Interceptor) Sockets() *AgentSockets { return in.sockets }
 
 // CgroupID returns the id of the cgroup v2 directory at path, the number
 // that bpf_get_current_cgroup_id reports for processes in it.

@@ -1,18 +1,22 @@
 package intercept_test
 
 import (
+	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/netip"
 	"os"
 	"strconv"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/promptrail/promptrail/agent/intercept"
 	"github.com/promptrail/promptrail/internal/kerneltest"
+	"golang.org/x/sys/unix"
 )
 
 func TestMain(m *testing.M) {
@@ -197,30 +201,49 @@ func TestNonTargetsPassUntouched(t *testing.T) {
 	}
 }
 
-func TestMarkedSocketsAreNotRedirected(t *testing.T) {
-	// The agent marks its upstream sockets; the helper can't, so check the
-	// kernel side through the counters of a marked connect from a client
-	// process with the mark: here the test process itself, moved into the
-	// cgroup for the duration of the connect.
-	f := setup(t, nil)
-	addr := echoServer(t, "127.0.0.2:443")
-	c := kerneltest.InCgroup(t, f.client, func() (net.Conn, error) {
-		d := net.Dialer{Control: intercept.MarkControl(intercept.DefaultMark)}
-		return d.Dial("tcp", addr)
-	})
-	c.Write([]byte("x"))
-	c.(*net.TCPConn).CloseWrite()
-	b, _ := io.ReadAll(c)
-	c.Close()
-	if string(b) != "echo:x" {
-		t.Fatalf("marked connection got %q, want the real destination's echo", b)
+func TestOnlyRegisteredAgentSocketsAreNotRedirected(t *testing.T) {
+	// The agent's dialers register their sockets; a process that merely
+	// sets the agent's mark (CAP_NET_ADMIN is enough) is intercepted. The
+	// helper processes cannot use the registry, so the test process itself
+	// connects, moved into the client cgroup for the duration of the dial.
+	tests := []struct {
+		name         string
+		control      func(f *fixture) func(string, string, syscall.RawConn) error
+		wantRedirect bool
+		wantCounters map[string]uint64
+	}{
+		{"registered and marked", func(f *fixture) func(string, string, syscall.RawConn) error {
+			return f.in.Sockets().Control
+		}, false, map[string]uint64{"skipped_agent": 1, "redirected": 0, "forged_mark": 0}},
+		{"mark only (forged)", func(*fixture) func(string, string, syscall.RawConn) error {
+			return kerneltest.MarkControl(intercept.DefaultMark)
+		}, true, map[string]uint64{"skipped_agent": 0, "redirected": 1, "forged_mark": 1}},
 	}
-	counts, err := f.in.Counters()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if counts["skipped_agent"] != 1 || counts["redirected"] != 0 {
-		t.Errorf("counters %v, want one skipped_agent and no redirect", counts)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := setup(t, nil)
+			addr := echoServer(t, "127.0.0.2:443")
+			c := kerneltest.InCgroup(t, f.client, func() (net.Conn, error) {
+				d := net.Dialer{Control: tt.control(f)}
+				return d.Dial("tcp", addr)
+			})
+			c.Write([]byte("x"))
+			c.(*net.TCPConn).CloseWrite()
+			b, _ := io.ReadAll(c)
+			c.Close()
+			if redirected := string(b) != "echo:x"; redirected != tt.wantRedirect {
+				t.Errorf("connection got %q: redirected %v, want %v", b, redirected, tt.wantRedirect)
+			}
+			counts, err := f.in.Counters()
+			if err != nil {
+				t.Fatal(err)
+			}
+			for k, want := range tt.wantCounters {
+				if counts[k] != want {
+					t.Errorf("counter %s = %d, want %d (all: %v)", k, counts[k], want, counts)
+				}
+			}
+		})
 	}
 }
 
@@ -330,8 +353,8 @@ func TestFailClosedRefusesUntilAgentReturns(t *testing.T) {
 	if err := in2.ApplyTargets(prefixes("127.0.0.2/32"), nil); err != nil {
 		t.Fatal(err)
 	}
-	if n := attachedPrograms(t, f.cg); n != 5 {
-		t.Errorf("%d programs attached after takeover, want 5 (no duplicates)", n)
+	if n := attachedPrograms(t, f.cg); n != 6 {
+		t.Errorf("%d programs attached after takeover, want 6 (no duplicates)", n)
 	}
 	decodeOrigin(t, kerneltest.RunHelper(t, f.client, nil, "tcp", "127.0.0.2:443", "x"))
 
@@ -351,3 +374,191 @@ func TestFailClosedRefusesUntilAgentReturns(t *testing.T) {
 }
 
 func attachedPrograms(t *testing.T, dir string) int { return kerneltest.AttachedPrograms(t, dir) }
+
+func TestRawUDPToATargetIsDroppedAtEgress(t *testing.T) {
+	// A raw socket builds its own UDP header and passes neither connect
+	// nor sendmsg: only the egress program stands between it and the
+	// target. Listeners on ephemeral ports, made target ports, keep
+	// parallel runs apart; port 443 itself is covered by the e2e test.
+	l4, l6, other := udpListener(t, "127.0.0.2:0"), udpListener(t, "[::1]:0"), udpListener(t, "127.0.0.3:0")
+	f := setup(t, func(c *intercept.Config) {
+		c.Ports = []uint16{443, l4.port(), l6.port(), other.port()}
+	})
+	tests := []struct {
+		name    string
+		l       *udpSink
+		dropped bool
+	}{
+		{"ipv4 target", l4, true},
+		{"ipv6 target", l6, true},
+		{"ipv4 other address", other, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before, err := f.in.Counters()
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := kerneltest.RunHelper(t, f.client, nil, "udp-raw", tt.l.addr)
+			// A packet dropped at egress fails the send with EPERM.
+			if wantErrno := map[bool]string{true: "EPERM"}[tt.dropped]; r.Errno != wantErrno {
+				t.Errorf("raw send gave %q, want errno %q", r.Err, wantErrno)
+			}
+			if got := tt.l.received(500 * time.Millisecond); got == tt.dropped {
+				t.Errorf("listener on %s received a datagram: %v, want %v", tt.l.addr, got, !tt.dropped)
+			}
+			after, err := f.in.Counters()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := map[bool]uint64{true: 1, false: 0}[tt.dropped]; after["dropped_quic"]-before["dropped_quic"] != want {
+				t.Errorf("dropped_quic counted %d, want %d", after["dropped_quic"]-before["dropped_quic"], want)
+			}
+		})
+	}
+}
+
+func TestConnectedUDPIsDroppedOnceItsPeerBecomesATarget(t *testing.T) {
+	// connect4 refuses UDP to a target, but a socket connected before its
+	// peer became a target (learned from DNS later, say) sends with no
+	// address to check: the egress program still drops it.
+	l := udpListener(t, "127.0.0.2:0")
+	f := setup(t, func(c *intercept.Config) { c.Ports = []uint16{443, l.port()} })
+	target := prefixes("127.0.0.2/32")
+	if err := f.in.ApplyTargets(nil, target); err != nil {
+		t.Fatal(err)
+	}
+	c := kerneltest.InCgroup(t, f.client, func() (net.Conn, error) { return net.Dial("udp", l.addr) })
+	t.Cleanup(func() { c.Close() })
+	if _, err := c.Write([]byte("before")); err != nil || !l.received(2*time.Second) {
+		t.Fatalf("before the peer was a target: write %v, or nothing arrived", err)
+	}
+	if err := f.in.ApplyTargets(target, nil); err != nil {
+		t.Fatal(err)
+	}
+	_, err := c.Write([]byte("after"))
+	if !errors.Is(err, unix.EPERM) {
+		t.Errorf("write to a target gave %v, want EPERM", err)
+	}
+	if l.received(500 * time.Millisecond) {
+		t.Error("the datagram reached the target")
+	}
+}
+
+func TestRawTCPToATargetIsDroppedAtEgress(t *testing.T) {
+	// A TCP stack of the workload's own, on a raw socket, never connects:
+	// only the egress program sees its packets to the target.
+	f := setup(t, nil)
+	sport := uint16(20000 + os.Getpid()%20000)
+	seen := rawTCPWatcher(t, sport)
+	tests := []struct {
+		addr    string
+		dropped bool
+	}{
+		{"127.0.0.2:443", true},
+		{"127.0.0.3:443", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.addr, func(t *testing.T) {
+			r := kerneltest.RunHelper(t, f.client, nil, "tcp-raw-syn", tt.addr, strconv.Itoa(int(sport)))
+			if wantErrno := map[bool]string{true: "EPERM"}[tt.dropped]; r.Errno != wantErrno {
+				t.Errorf("raw SYN gave %q, want errno %q", r.Err, wantErrno)
+			}
+			arrived := false
+			deadline := time.After(500 * time.Millisecond)
+		wait:
+			for {
+				select {
+				case dst := <-seen:
+					if dst == tt.addr {
+						arrived = true
+						break wait
+					}
+				case <-deadline:
+					break wait
+				}
+			}
+			if arrived == tt.dropped {
+				t.Errorf("the SYN to %s arrived: %v, want %v", tt.addr, arrived, !tt.dropped)
+			}
+		})
+	}
+	counts, err := f.in.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if counts["dropped_raw"] != 1 {
+		t.Errorf("dropped_raw counted %d, want 1", counts["dropped_raw"])
+	}
+}
+
+// rawTCPWatcher reports the destination of every IPv4 TCP packet from
+// source port sport that arrives on this host.
+func rawTCPWatcher(t *testing.T, sport uint16) chan string {
+	t.Helper()
+	// Non-blocking, so that the runtime poller serves it and Close ends the read.
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, unix.IPPROTO_TCP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := os.NewFile(uintptr(fd), "raw-tcp")
+	t.Cleanup(func() { f.Close() })
+	seen := make(chan string, 64)
+	go func() {
+		b := make([]byte, 65536)
+		for {
+			n, err := f.Read(b)
+			if err != nil {
+				return
+			}
+			ihl := int(b[0]&0x0f) * 4
+			if n < ihl+4 || binary.BigEndian.Uint16(b[ihl:]) != sport {
+				continue
+			}
+			dst := netip.AddrPortFrom(netip.AddrFrom4([4]byte(b[16:20])), binary.BigEndian.Uint16(b[ihl+2:]))
+			select {
+			case seen <- dst.String():
+			default:
+			}
+		}
+	}()
+	return seen
+}
+
+// udpSink is a UDP listener that reports whether a datagram arrived.
+type udpSink struct {
+	addr string
+	got  chan struct{}
+}
+
+func udpListener(t *testing.T, addr string) *udpSink {
+	t.Helper()
+	pc, err := net.ListenPacket("udp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	s := &udpSink{addr: pc.LocalAddr().String(), got: make(chan struct{}, 16)}
+	go func() {
+		b := make([]byte, 1500)
+		for {
+			if _, _, err := pc.ReadFrom(b); err != nil {
+				return
+			}
+			s.got <- struct{}{}
+		}
+	}()
+	return s
+}
+
+func (s *udpSink) port() uint16 { return netip.MustParseAddrPort(s.addr).Port() }
+
+// received waits up to d for a datagram.
+func (s *udpSink) received(d time.Duration) bool {
+	select {
+	case <-s.got:
+		return true
+	case <-time.After(d):
+		return false
+	}
+}

@@ -15,6 +15,8 @@ import (
 // given to every program object, so all programs see the same state.
 type sharedMaps struct {
 	targets, targetPorts, pending, origins, config, state, counters, dnsEvents *ebpf.Map
+	// agentSockets belongs to an AgentSockets, which outlives these maps.
+	agentSockets *ebpf.Map
 }
 
 // sharedMapNames lists them by their C names. Objects also carry maps of
@@ -29,11 +31,13 @@ func (m *sharedMaps) byName() map[string]**ebpf.Map {
 		bpf.Connect4MapAgentStateMap:  &m.state,
 		bpf.Connect4MapCounters:       &m.counters,
 		bpf.DnsMapDnsEvents:           &m.dnsEvents,
+		bpf.Connect4MapAgentSockets:   &m.agentSockets,
 	}
 }
 
-func newSharedMaps() (_ *sharedMaps, err error) {
-	m := &sharedMaps{}
+// newSharedMaps creates the maps, except agent_sockets, which is given.
+func newSharedMaps(agentSockets *ebpf.Map) (_ *sharedMaps, err error) {
+	m := &sharedMaps{agentSockets: agentSockets}
 	defer func() {
 		if err != nil {
 			m.Close()
@@ -50,6 +54,9 @@ func newSharedMaps() (_ *sharedMaps, err error) {
 		}
 	}
 	for name, dst := range m.byName() {
+		if *dst != nil {
+			continue
+		}
 		spec, ok := specs[name]
 		if !ok {
 			return nil, fmt.Errorf("intercept: map %s missing from the program objects", name)
@@ -75,14 +82,14 @@ func (m *sharedMaps) replacementsFor(spec *ebpf.CollectionSpec) map[string]*ebpf
 func (m *sharedMaps) Close() error {
 	var errs []error
 	for _, mp := range m.byName() {
-		if *mp != nil {
+		if *mp != nil && *mp != m.agentSockets {
 			errs = append(errs, (*mp).Close())
 		}
 	}
 	return errors.Join(errs...)
 }
 
-func (m *sharedMaps) writeConfig(c *Config) error {
+func (m *sharedMaps) writeConfig(c *Config, hostNetns uint64) error {
 	cfg := bpf.Connect4Config{
 		ProxyPortHost:      htons(firstValid(c.HostProxy4, c.HostProxy6).Port()),
 		ProxyPortNode:      htons(firstValid(c.NodeProxy4, c.NodeProxy6).Port()),
@@ -102,11 +109,7 @@ func (m *sharedMaps) writeConfig(c *Config) error {
 	cfg.Proxy4Node = ip4Word(c.NodeProxy4)
 	cfg.Proxy6Host = ip6Words(c.HostProxy6)
 	cfg.Proxy6Node = ip6Words(c.NodeProxy6)
-	cookie, err := ownNetnsCookie()
-	if err != nil {
-		return fmt.Errorf("intercept: reading the host network namespace cookie: %w", err)
-	}
-	cfg.HostNetnsCookie = cookie
+	cfg.HostNetnsCookie = hostNetns
 	if err := m.config.Put(uint32(0), &cfg); err != nil {
 		return fmt.Errorf("intercept: writing map config_map: %w", err)
 	}
@@ -188,6 +191,9 @@ var counterNames = map[bpf.Connect4Counter]string{
 	bpf.Connect4CounterCOUNTER_CLOSED:           "closed",
 	bpf.Connect4CounterCOUNTER_DNS_CAPTURED:     "dns_captured",
 	bpf.Connect4CounterCOUNTER_DNS_DROPPED:      "dns_dropped",
+	bpf.Connect4CounterCOUNTER_FORGED_MARK:      "forged_mark",
+	bpf.Connect4CounterCOUNTER_DROPPED_QUIC:     "dropped_quic",
+	bpf.Connect4CounterCOUNTER_DROPPED_RAW:      "dropped_raw",
 }
 
 // TableSizes returns how many entries the origin tables hold: connects

@@ -20,6 +20,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/promptrail/promptrail/agent/intercept"
@@ -40,10 +41,11 @@ type Config struct {
 	Listeners []net.Listener
 	// Origins resolves client addresses to origins. Required.
 	Origins Origins
-	// Mark is the SO_MARK put on upstream sockets, so that the programs do
-	// not redirect the proxy's own connections back to it. Zero: none (only
-	// for tests without programs attached).
-	Mark uint32
+	// Control is the dialer Control of upstream sockets:
+	// intercept.AgentSockets.Control, so that the programs do not redirect
+	// the proxy's own connections back to it. Nil: none (only for tests
+	// without programs attached).
+	Control func(network, address string, c syscall.RawConn) error
 	// DialTimeout bounds the connect to the original destination. Zero: 10s.
 	DialTimeout time.Duration
 	// Logger gets one line per connection. Nil: slog.Default().
@@ -119,7 +121,7 @@ func New(cfg Config) (*Server, error) {
 		cfg.HelloTimeout = 10 * time.Second
 	}
 	s := &Server{cfg: cfg, listeners: cfg.Listeners, conns: map[net.Conn]struct{}{}}
-	s.dialer = net.Dialer{Timeout: cfg.DialTimeout, Control: intercept.MarkControl(cfg.Mark)}
+	s.dialer = net.Dialer{Timeout: cfg.DialTimeout, Control: cfg.Control}
 	if cfg.Decrypt != nil {
 		if cfg.DecryptName == nil {
 			return nil, errors.New("proxy: decryption needs DecryptName")

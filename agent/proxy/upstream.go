@@ -9,9 +9,8 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"syscall"
 	"time"
-
-	"github.com/promptrail/promptrail/agent/intercept"
 )
 
 // UpstreamConfig configures the transport to the API.
@@ -19,8 +18,9 @@ type UpstreamConfig struct {
 	// ExtraCAs is a PEM file of CAs trusted besides the system roots (a
 	// corporate egress proxy's, or a test upstream's). Empty: none.
 	ExtraCAs string
-	// Mark is the SO_MARK of upstream sockets (see intercept.MarkControl).
-	Mark uint32
+	// Control is the dialer Control of upstream sockets (see
+	// intercept.AgentSockets.Control). Nil: none.
+	Control func(network, address string, c syscall.RawConn) error
 	// ResponseHeaderTimeout bounds the wait for response headers. Models
 	// that think long answer late. Zero: 10 minutes.
 	ResponseHeaderTimeout time.Duration
@@ -55,7 +55,7 @@ func NewUpstreamTransport(cfg UpstreamConfig) (*http.Transport, error) {
 	if cfg.ResponseHeaderTimeout == 0 {
 		cfg.ResponseHeaderTimeout = 10 * time.Minute
 	}
-	dialer := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second, Control: intercept.MarkControl(cfg.Mark)}
+	dialer := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second, Control: cfg.Control}
 	return &http.Transport{
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			if dst, ok := ctx.Value(dialTargetKey{}).(netip.AddrPort); ok {

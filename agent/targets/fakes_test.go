@@ -152,8 +152,8 @@ func (r *fakeResolver) Resolve(ctx context.Context, host string) ([]netip.Addr, 
 
 func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
-// newTestSet returns a Set on a fake clock starting at t0; cfg's Now and
-// Logger are filled in unless set.
+// newTestSet returns a Set on a fake clock starting at t0; cfg's Now,
+// Logger and DNSSources (testSources) are filled in unless set.
 func newTestSet(t testing.TB, cfg Config) (*Set, *fakeApplier, *fakeClock) {
 	t.Helper()
 	clock := &fakeClock{now: t0}
@@ -162,6 +162,9 @@ func newTestSet(t testing.TB, cfg Config) (*Set, *fakeApplier, *fakeClock) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = discardLogger()
+	}
+	if cfg.DNSSources == nil {
+		cfg.DNSSources = testSources()
 	}
 	a := newFakeApplier(t)
 	s, err := New(cfg, a)

@@ -24,6 +24,7 @@ type decoder struct {
 	dns   layers.DNS
 	trunc truncFeedback
 	found []observation
+	src   netip.Addr // the decoded packet's source address
 }
 
 // truncFeedback records gopacket's report that a layer claims more bytes than
@@ -46,13 +47,43 @@ type link struct {
 	host string
 }
 
+// Arrival says where a captured DNS packet arrived (as
+// intercept.Arrival, which converts to it).
+type Arrival struct {
+	// Loopback: on a loopback device, so sent from the receiver's own
+	// network namespace.
+	Loopback bool
+	// OtherNetns: the receiver is in another network namespace than the
+	// agent's (a pod's); false where that is not known.
+	OtherNetns bool
+}
+
 // ObserveDNS decodes one captured DNS response, starting at its IPv4 or IPv6
-// header, and adds the A and AAAA addresses it gives for configured hosts,
+// header, that arrived as a says, and adds the A and AAAA addresses it gives for configured hosts,
 // following CNAME chains within the message. Queries and unsuccessful
 // responses are ignored. Packets that cannot be decoded, are not UDP from
-// port 53, or were cut short by the capture return an error. It is safe to
-// call concurrently with itself and with Run.
-func (s *Set) ObserveDNS(packet []byte) error {
+// port 53, or were cut short by the capture return an error, and so do
+// answers whose source is not one of Config.DNSSources, or that arrived
+// over loopback from a source that is not a loopback address, or over the
+// loopback of another network namespace (ErrUntrustedDNSSource). It is safe to call concurrently with itself and
+// with Run.
+//
+// The source check stops a workload that sends itself an answer from a
+// port 53 of its own. The loopback check stops one that forges a trusted
+// resolver's source address on a packet to itself (a raw socket, or
+// IP_TRANSPARENT; both need only CAP_NET_RAW): such a packet never leaves its network namespace, so it
+// arrives on loopback, and a resolver that is not on loopback is never
+// heard there. Its price: host processes whose resolver is an address of
+// the node itself (a NodeLocal DNSCache for host-network pods) teach
+// nothing. A trusted loopback resolver (127.0.0.53) is the host's, so an
+// answer over a pod's own loopback is refused too, where the kernel tells
+// namespaces apart (Arrival.OtherNetns). What remains possible: that
+// forgery on older kernels, and a packet hairpinned back through the
+// node. Such an answer can add addresses for configured hosts only, at
+// most maxObservedPerHost of them, each for at most MaxTTL, so the worst it
+// does is intercept more (an address whose TLS names no target is
+// spliced, not decrypted).
+func (s *Set) ObserveDNS(packet []byte, a Arrival) error {
 	d := s.decoders.Get().(*decoder)
 	msg, err := d.decodeSafely(packet)
 	if err != nil {
@@ -60,6 +91,16 @@ func (s *Set) ObserveDNS(packet []byte) error {
 			s.decoders.Put(d)
 		}
 		return err
+	}
+	if s.sources == nil || !s.sources.Contains(d.src) {
+		src := d.src
+		s.decoders.Put(d)
+		return fmt.Errorf("%w: %s", ErrUntrustedDNSSource, src)
+	}
+	if a.Loopback && (a.OtherNetns || !d.src.Unmap().IsLoopback()) {
+		src := d.src
+		s.decoders.Put(d)
+		return fmt.Errorf("%w: %s, but it arrived over loopback, so it was sent from the receiver's own network namespace", ErrUntrustedDNSSource, src)
 	}
 	if !msg.QR || msg.OpCode != layers.DNSOpCodeQuery || msg.ResponseCode != layers.DNSResponseCodeNoErr {
 		s.decoders.Put(d)
@@ -75,6 +116,10 @@ func (s *Set) ObserveDNS(packet []byte) error {
 }
 
 var errDecoderPanic = errors.New("targets: DNS packet decoder panicked")
+
+// ErrUntrustedDNSSource is returned by ObserveDNS for an answer that does not
+// come from one of the resolvers in Config.DNSSources.
+var ErrUntrustedDNSSource = errors.New("targets: DNS answer not from a trusted resolver (resolv.conf nameservers or --dns-server)")
 
 // decodeSafely turns a panic in gopacket into an error: the input comes from
 // the network, and gopacket v1.1.19 panics on some crafted packets. The known
@@ -107,11 +152,13 @@ func (d *decoder) decode(packet []byte) (*layers.DNS, error) {
 			return nil, errors.New("targets: IPv4 fragment; pass reassembled DNS responses")
 		}
 		proto, payload = d.ip4.Protocol, d.ip4.Payload
+		d.src, _ = netip.AddrFromSlice(d.ip4.SrcIP)
 	case 6:
 		if err := d.ip6.DecodeFromBytes(packet, &d.trunc); err != nil {
 			return nil, fmt.Errorf("targets: decoding IPv6 header: %w", err)
 		}
 		proto, payload = d.ip6.NextHeader, d.ip6.Payload
+		d.src, _ = netip.AddrFromSlice(d.ip6.SrcIP)
 		if d.ip6.HopByHop != nil {
 			proto = d.ip6.HopByHop.NextHeader
 		}

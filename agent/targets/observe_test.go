@@ -35,31 +35,51 @@ func response(qname string, answers ...layers.DNSResourceRecord) *layers.DNS {
 	}
 }
 
-// mustPacket serializes msg in a UDP datagram from srcPort, over IPv6 if v6.
+// The resolvers that test packets come from; testSources trusts them.
+var (
+	testResolver4 = netip.MustParseAddr("192.0.2.53")
+	testResolver6 = netip.MustParseAddr("2001:db8:53::53")
+)
+
+func testSources() *DNSSources { return NewDNSSources("", []netip.Addr{testResolver4, testResolver6}) }
+
+// mustPacket serializes msg in a UDP datagram from srcPort of a test
+// resolver, over IPv6 if v6.
 func mustPacket(t testing.TB, v6 bool, srcPort uint16, msg *layers.DNS) []byte {
 	t.Helper()
-	pkt, err := buildPacket(v6, srcPort, msg)
+	src := testResolver4
+	if v6 {
+		src = testResolver6
+	}
+	return mustPacketFrom(t, src, srcPort, msg)
+}
+
+// mustPacketFrom is mustPacket from the address src.
+func mustPacketFrom(t testing.TB, src netip.Addr, srcPort uint16, msg *layers.DNS) []byte {
+	t.Helper()
+	pkt, err := buildPacket(src, srcPort, msg)
 	if err != nil {
 		t.Fatalf("building packet: %v", err)
 	}
 	return pkt
 }
 
-func buildPacket(v6 bool, srcPort uint16, msg *layers.DNS) ([]byte, error) {
+func buildPacket(src netip.Addr, srcPort uint16, msg *layers.DNS) ([]byte, error) {
+	v6 := src.Is6()
 	buf := gopacket.NewSerializeBuffer()
 	opts := gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}
 	udp := &layers.UDP{SrcPort: layers.UDPPort(srcPort), DstPort: 41000}
 	var ip gopacket.SerializableLayer
 	if v6 {
 		ip6 := &layers.IPv6{Version: 6, NextHeader: layers.IPProtocolUDP, HopLimit: 64,
-			SrcIP: net.ParseIP("2001:db8:53::53"), DstIP: net.ParseIP("2001:db8:53::1")}
+			SrcIP: src.AsSlice(), DstIP: net.ParseIP("2001:db8:53::1")}
 		if err := udp.SetNetworkLayerForChecksum(ip6); err != nil {
 			return nil, err
 		}
 		ip = ip6
 	} else {
 		ip4 := &layers.IPv4{Version: 4, IHL: 5, TTL: 64, Protocol: layers.IPProtocolUDP,
-			SrcIP: net.IPv4(192, 0, 2, 53).To4(), DstIP: net.IPv4(192, 0, 2, 100).To4()}
+			SrcIP: src.AsSlice(), DstIP: net.IPv4(192, 0, 2, 100).To4()}
 		if err := udp.SetNetworkLayerForChecksum(ip4); err != nil {
 			return nil, err
 		}
@@ -113,7 +133,7 @@ func TestObserveDNS(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			s, a, _ := newTestSet(t, Config{Hosts: []string{host}, Resolver: newFakeResolver(), Grace: -1})
-			if err := s.ObserveDNS(mustPacket(t, tt.v6, 53, tt.msg)); err != nil {
+			if err := s.ObserveDNS(mustPacket(t, tt.v6, 53, tt.msg), Arrival{}); err != nil {
 				t.Fatalf("ObserveDNS: %v", err)
 			}
 			want := pfxs(tt.want...)
@@ -149,7 +169,7 @@ func TestObserveDNSTTL(t *testing.T) {
 	for _, tt := range tests {
 		s, _, _ := newTestSet(t, Config{Hosts: []string{"api.openai.com"}, Resolver: newFakeResolver(), Grace: time.Minute})
 		pkt := mustPacket(t, false, 53, response("api.openai.com", aRR("api.openai.com", "192.0.2.1", tt.ttl)))
-		if err := s.ObserveDNS(pkt); err != nil {
+		if err := s.ObserveDNS(pkt, Arrival{}); err != nil {
 			t.Fatal(err)
 		}
 		e := s.Entries()
@@ -191,7 +211,7 @@ func TestObserveDNSErrors(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			s, a, _ := newTestSet(t, Config{Hosts: []string{"api.openai.com"}, Resolver: newFakeResolver()})
-			err := s.ObserveDNS(tt.packet)
+			err := s.ObserveDNS(tt.packet, Arrival{})
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("ObserveDNS() error = %v, want one containing %q", err, tt.want)
 			}
@@ -220,14 +240,14 @@ func FuzzObserveDNS(f *testing.F) {
 	for _, p := range seedPackets(f) {
 		f.Add(p)
 	}
-	cfg := Config{Hosts: []string{"api.openai.com", "x.cdn.net"}, Resolver: newFakeResolver(), Logger: discardLogger()}
+	cfg := Config{Hosts: []string{"api.openai.com", "x.cdn.net"}, Resolver: newFakeResolver(), Logger: discardLogger(), DNSSources: testSources()}
 	f.Fuzz(func(t *testing.T, packet []byte) {
 		// A fresh Set per input keeps runs independent and cheap.
 		s, err := New(cfg, nopApplier{})
 		if err != nil {
 			t.Fatal(err)
 		}
-		err = s.ObserveDNS(packet)
+		err = s.ObserveDNS(packet, Arrival{})
 		if errors.Is(err, errDecoderPanic) {
 			t.Fatalf("gopacket panicked on this input: %v", err)
 		}
@@ -263,14 +283,14 @@ func BenchmarkObserveDNS(b *testing.B) {
 	}
 	for _, c := range cases {
 		b.Run(c.name, func(b *testing.B) {
-			s, err := New(Config{Hosts: []string{host}, Resolver: newFakeResolver(), Logger: discardLogger()}, nopApplier{})
+			s, err := New(Config{Hosts: []string{host}, Resolver: newFakeResolver(), Logger: discardLogger(), DNSSources: testSources()}, nopApplier{})
 			if err != nil {
 				b.Fatal(err)
 			}
 			b.ReportAllocs()
 			b.SetBytes(int64(len(c.pkt)))
 			for b.Loop() {
-				if err := s.ObserveDNS(c.pkt); err != nil {
+				if err := s.ObserveDNS(c.pkt, Arrival{}); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/miekg/dns"
@@ -30,6 +31,7 @@ type dnsResolver struct {
 	resolvConf string
 	port       string // overrides resolv.conf's port (53); tests point it at their server
 	timeout    time.Duration
+	control    func(network, address string, c syscall.RawConn) error
 	// lookupIP is the system resolver, used for names that DNS does not
 	// know, such as /etc/hosts entries; tests replace it.
 	lookupIP func(ctx context.Context, network, host string) ([]netip.Addr, error)
@@ -42,12 +44,15 @@ type dnsResolver struct {
 // address for a name, it falls back to the system resolver, which honours
 // /etc/hosts, and reports a TTL of zero. Names under "localhost" are never
 // sent to the nameservers (RFC 6761) and resolve to loopback unless the
-// system resolver knows them.
-func NewDNSResolver(resolvConf string) Resolver {
+// system resolver knows them. control, if not nil, is the dialer Control
+// of its sockets (the agent's intercept.AgentSockets.Control, so that its
+// lookups are the agent's own traffic to the programs too).
+func NewDNSResolver(resolvConf string, control func(network, address string, c syscall.RawConn) error) Resolver {
 	return &dnsResolver{
 		resolvConf: resolvConf,
 		timeout:    dnsServerTimeout,
-		lookupIP:   hostsThenServers(resolvConf),
+		control:    control,
+		lookupIP:   hostsThenServers(resolvConf, control),
 	}
 }
 
@@ -55,14 +60,14 @@ func NewDNSResolver(resolvConf string) Resolver {
 // /etc/hosts first, sending its DNS queries to the nameservers of
 // resolvConf rather than the system's, so that a resolv.conf given to the
 // agent is the only place its queries go.
-func hostsThenServers(resolvConf string) func(ctx context.Context, network, host string) ([]netip.Addr, error) {
+func hostsThenServers(resolvConf string, control func(network, address string, c syscall.RawConn) error) func(ctx context.Context, network, host string) ([]netip.Addr, error) {
 	conf, err := dns.ClientConfigFromFile(resolvConf)
 	if err != nil || len(conf.Servers) == 0 {
 		return net.DefaultResolver.LookupNetIP
 	}
 	server := net.JoinHostPort(conf.Servers[0], conf.Port)
 	r := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
-		var d net.Dialer
+		d := net.Dialer{Control: control}
 		return d.DialContext(ctx, network, server)
 	}}
 	return r.LookupNetIP
@@ -193,7 +198,7 @@ func (r *dnsResolver) exchange(ctx context.Context, m *dns.Msg, server string) (
 func (r *dnsResolver) exchangeNet(ctx context.Context, network string, m *dns.Msg, server string) (*dns.Msg, error) {
 	ctx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
-	c := &dns.Client{Net: network, Timeout: r.timeout}
+	c := &dns.Client{Net: network, Timeout: r.timeout, Dialer: &net.Dialer{Timeout: r.timeout, Control: r.control}}
 	resp, _, err := c.ExchangeContext(ctx, m, server)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", network, err)

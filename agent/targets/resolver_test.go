@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -127,7 +128,7 @@ func newTestResolver(t *testing.T, srv *testDNSServer, hosts map[string][]netip.
 	if err := os.WriteFile(path, []byte(conf.String()), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	r := NewDNSResolver(path).(*dnsResolver)
+	r := NewDNSResolver(path, nil).(*dnsResolver)
 	r.port = srv.port
 	r.timeout = 500 * time.Millisecond
 	r.lookupIP = func(ctx context.Context, network, host string) ([]netip.Addr, error) {
@@ -275,5 +276,38 @@ func TestRunWithDNSResolver(t *testing.T) {
 	cancel()
 	if err := <-done; !errors.Is(err, context.Canceled) {
 		t.Errorf("Run returned %v", err)
+	}
+}
+
+func TestDNSResolverSocketsGoThroughControl(t *testing.T) {
+	// The agent's resolver sockets are registered as the agent's own (its
+	// dialer Control), so the programs treat its lookups as its traffic.
+	srv := startDNSServer(t)
+	r := newTestResolver(t, srv, nil)
+	var mu sync.Mutex
+	seen := map[string]int{}
+	r.control = func(network, _ string, _ syscall.RawConn) error {
+		mu.Lock()
+		defer mu.Unlock()
+		seen[network]++
+		return nil
+	}
+	// big.test's UDP answer is truncated, so it is asked again over TCP.
+	for _, host := range []string{"api.test", "big.test"} {
+		if _, _, err := r.Resolve(context.Background(), host); err != nil {
+			t.Fatalf("Resolve(%s): %v", host, err)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if seen["udp4"] == 0 || seen["tcp4"] == 0 {
+		t.Errorf("control saw sockets %v, want UDP and TCP ones", seen)
+	}
+
+	refused := newTestResolver(t, srv, nil)
+	refused.control = func(string, string, syscall.RawConn) error { return errors.New("not registered") }
+	refused.lookupIP = func(context.Context, string, string) ([]netip.Addr, error) { return nil, errors.New("no fallback") }
+	if _, _, err := refused.Resolve(context.Background(), "api.test"); err == nil {
+		t.Error("a resolver whose sockets cannot be registered resolved anyway")
 	}
 }

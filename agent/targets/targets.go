@@ -53,7 +53,12 @@ type Config struct {
 	// CIDRs are prefixes intercepted for as long as the Set runs.
 	// IPv4-mapped IPv6 prefixes are converted to IPv4. Nil: none.
 	CIDRs []netip.Prefix
-	// Resolver resolves Hosts. Nil: NewDNSResolver("/etc/resolv.conf").
+	// DNSSources are the resolvers whose answers ObserveDNS learns from;
+	// an answer from any other address (a workload can send itself one
+	// from port 53) is refused with ErrUntrustedDNSSource. Nil: none, so
+	// ObserveDNS learns nothing.
+	DNSSources *DNSSources
+	// Resolver resolves Hosts. Nil: NewDNSResolver("/etc/resolv.conf", nil).
 	Resolver Resolver
 	// MinTTL is the shortest lifetime given to a resolved or observed
 	// address, so that a zero or tiny TTL does not make the agent re-resolve
@@ -118,6 +123,7 @@ type holder struct {
 type Set struct {
 	applier  Applier
 	resolver Resolver
+	sources  *DNSSources
 	log      *slog.Logger
 	now      func() time.Time
 	minTTL   time.Duration
@@ -153,6 +159,7 @@ func New(cfg Config, a Applier) (*Set, error) {
 	s := &Set{
 		applier:  a,
 		resolver: cfg.Resolver,
+		sources:  cfg.DNSSources,
 		log:      cfg.Logger,
 		now:      cfg.Now,
 		hosts:    make(map[string]string, len(cfg.Hosts)),
@@ -194,7 +201,7 @@ func New(cfg Config, a Applier) (*Set, error) {
 	}
 	slices.Sort(s.names)
 	if s.resolver == nil && len(s.names) > 0 {
-		s.resolver = NewDNSResolver(defaultResolvConf)
+		s.resolver = NewDNSResolver(defaultResolvConf, nil)
 	}
 	return s, nil
 }

@@ -238,7 +238,7 @@ func TestApplyFailureConverges(t *testing.T) {
 	if a.numCalls() != 1 || s.applyFailed.Load() != true {
 		t.Fatalf("calls = %d, applyFailed = %v after a failing apply", a.numCalls(), s.applyFailed.Load())
 	}
-	if err := s.ObserveDNS(mustPacket(t, false, 53, response("api.openai.com", aRR("api.openai.com", "192.0.2.1", 60)))); err != nil {
+	if err := s.ObserveDNS(mustPacket(t, false, 53, response("api.openai.com", aRR("api.openai.com", "192.0.2.1", 60))), Arrival{}); err != nil {
 		t.Fatal(err)
 	}
 	a.setFail(nil)
@@ -264,7 +264,7 @@ func TestApplyFailureConverges(t *testing.T) {
 func TestObserveAppliesAtOnce(t *testing.T) {
 	s, a, _ := newTestSet(t, Config{Hosts: []string{"api.openai.com"}, Resolver: newFakeResolver()})
 	pkt := mustPacket(t, false, 53, response("api.openai.com", aRR("api.openai.com", "192.0.2.1", 60)))
-	if err := s.ObserveDNS(pkt); err != nil {
+	if err := s.ObserveDNS(pkt, Arrival{}); err != nil {
 		t.Fatal(err)
 	}
 	// Observed prefixes are applied at once, without waiting for Run.
@@ -281,7 +281,7 @@ func TestSeveralSourcesLongestWins(t *testing.T) {
 	s.resolveDue(context.Background(), map[string]time.Time{})
 	s.ExpireNow()
 	pkt := mustPacket(t, false, 53, response("api.openai.com", aRR("api.openai.com", "192.0.2.1", 300)))
-	if err := s.ObserveDNS(pkt); err != nil {
+	if err := s.ObserveDNS(pkt, Arrival{}); err != nil {
 		t.Fatal(err)
 	}
 	want := []Entry{
@@ -310,16 +310,16 @@ func TestObservedPerHostLimit(t *testing.T) {
 	s, a, _ := newTestSet(t, Config{Hosts: []string{"api.openai.com"}, Resolver: newFakeResolver()})
 	for i := range maxObservedPerHost {
 		ip := netip.AddrFrom4([4]byte{10, 0, byte(i >> 8), byte(i)}).String()
-		if err := s.ObserveDNS(mustPacket(t, false, 53, response("api.openai.com", aRR("api.openai.com", ip, 60)))); err != nil {
+		if err := s.ObserveDNS(mustPacket(t, false, 53, response("api.openai.com", aRR("api.openai.com", ip, 60))), Arrival{}); err != nil {
 			t.Fatalf("packet %d: %v", i, err)
 		}
 	}
-	err := s.ObserveDNS(mustPacket(t, false, 53, response("api.openai.com", aRR("api.openai.com", "192.0.2.1", 60))))
+	err := s.ObserveDNS(mustPacket(t, false, 53, response("api.openai.com", aRR("api.openai.com", "192.0.2.1", 60))), Arrival{})
 	if err == nil || !strings.Contains(err.Error(), "dropped 1") {
 		t.Errorf("ObserveDNS over the limit: error = %v, want one saying it dropped 1", err)
 	}
 	// Refreshing a known address is still allowed.
-	if err := s.ObserveDNS(mustPacket(t, false, 53, response("api.openai.com", aRR("api.openai.com", "10.0.0.5", 60)))); err != nil {
+	if err := s.ObserveDNS(mustPacket(t, false, 53, response("api.openai.com", aRR("api.openai.com", "10.0.0.5", 60))), Arrival{}); err != nil {
 		t.Errorf("refreshing a known address over the limit: %v", err)
 	}
 	if got := len(a.applied()); got != maxObservedPerHost {
@@ -334,12 +334,13 @@ func TestRun(t *testing.T) {
 	r.set("slow.example", fakeAnswer{addrs: addrs("192.0.2.2"), ttl: time.Hour})
 	a := newFakeApplier(t)
 	s, err := New(Config{
-		Hosts:    []string{"fast.example", "slow.example"},
-		CIDRs:    pfxs("10.0.0.0/8"),
-		Resolver: r,
-		MinTTL:   10 * time.Millisecond,
-		Grace:    -1,
-		Logger:   discardLogger(),
+		Hosts:      []string{"fast.example", "slow.example"},
+		CIDRs:      pfxs("10.0.0.0/8"),
+		Resolver:   r,
+		MinTTL:     10 * time.Millisecond,
+		Grace:      -1,
+		Logger:     discardLogger(),
+		DNSSources: testSources(),
 	}, a)
 	if err != nil {
 		t.Fatal(err)
@@ -360,7 +361,7 @@ func TestRun(t *testing.T) {
 	// An observed entry expiring before Run's next planned wake-up must
 	// still be removed on time.
 	pkt := mustPacket(t, false, 53, response("slow.example", aRR("slow.example", "192.0.2.99", 0)))
-	if err := s.ObserveDNS(pkt); err != nil {
+	if err := s.ObserveDNS(pkt, Arrival{}); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "observed entry to be applied and expire", func() bool {
@@ -385,6 +386,7 @@ func TestConcurrentObserve(t *testing.T) {
 	r.set("api.openai.com", fakeAnswer{addrs: addrs("192.0.2.1"), ttl: 5 * time.Millisecond})
 	s, err := New(Config{
 		Hosts: []string{"api.openai.com"}, Resolver: r, MinTTL: time.Millisecond, Grace: -1, Logger: discardLogger(),
+		DNSSources: testSources(),
 	}, newFakeApplier(t))
 	if err != nil {
 		t.Fatal(err)
@@ -399,7 +401,7 @@ func TestConcurrentObserve(t *testing.T) {
 			for i := range 200 {
 				ip := netip.AddrFrom4([4]byte{10, byte(g), 0, byte(i)}).String()
 				pkt := mustPacket(t, g%2 == 0, 53, response("api.openai.com", aRR("api.openai.com", ip, 0)))
-				if err := s.ObserveDNS(pkt); err != nil {
+				if err := s.ObserveDNS(pkt, Arrival{}); err != nil {
 					t.Error(err)
 					return
 				}

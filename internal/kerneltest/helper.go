@@ -80,6 +80,34 @@ var helpers = map[string]func(args []string) Result{
 		}
 		return r
 	},
+	// tcp-marked MARK ADDR MSG: the tcp exchange from a socket with
+	// SO_MARK MARK, which a workload with CAP_NET_ADMIN can set.
+	"tcp-marked": func(a []string) Result {
+		mark, err := strconv.ParseUint(a[0], 0, 32)
+		if err != nil {
+			return withErr(Result{}, err)
+		}
+		return tcpExchangeMarked(a[1], a[2], uint32(mark))
+	},
+	// udp-raw ADDR: one UDP datagram to ADDR from a raw socket (SOCK_RAW,
+	// IPPROTO_UDP) with a hand-built UDP header, which no connect or
+	// sendmsg hook sees; CAP_NET_RAW, a container default, allows it.
+	"udp-raw": func(a []string) Result { return withErr(Result{}, sendRawUDP(a[0], []byte("quic?"))) },
+	// tcp-raw-syn ADDR SPORT: a TCP SYN to IPv4 ADDR from source port
+	// SPORT, sent from a raw socket (SOCK_RAW, IPPROTO_TCP), as a TCP stack
+	// of the workload's own would, which no connect hook sees.
+	"tcp-raw-syn": func(a []string) Result {
+		sport, err := strconv.ParseUint(a[1], 10, 16)
+		if err != nil {
+			return withErr(Result{}, err)
+		}
+		return withErr(Result{}, sendRawSYN(a[0], uint16(sport)))
+	},
+	// dns-forge FROM TO NAME IP: send from UDP address FROM (port 53; any
+	// address, bound with IP_TRANSPARENT) a DNS answer mapping NAME to IP to a
+	// socket of the helper's own on TO, and receive it there, as a
+	// workload can to teach the agent targets.
+	"dns-forge": func(a []string) Result { return withErr(Result{}, forgeDNSAnswer(a[0], a[1], a[2], a[3])) },
 	// resolve SERVER NAME: look NAME up (IPv4) at the DNS server SERVER.
 	"resolve": func(a []string) Result {
 		res := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {
@@ -162,6 +190,11 @@ func tcpExchange(addr, msg string, mapped bool) Result {
 	if err != nil {
 		return withErr(Result{}, err)
 	}
+	return exchange(c, msg)
+}
+
+// exchange sends msg on c, half-closes and reads the reply to EOF.
+func exchange(c net.Conn, msg string) Result {
 	defer c.Close()
 	r := Result{Local: c.LocalAddr().String()}
 	c.SetDeadline(time.Now().Add(10 * time.Second))

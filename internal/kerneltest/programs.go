@@ -19,7 +19,8 @@ func AttachedPrograms(tb testing.TB, dir string) int {
 	defer f.Close()
 	n := 0
 	for _, at := range []ebpf.AttachType{ebpf.AttachCGroupInet4Connect, ebpf.AttachCGroupInet6Connect,
-		ebpf.AttachCGroupUDP4Sendmsg, ebpf.AttachCGroupUDP6Sendmsg, ebpf.AttachCGroupSockOps, ebpf.AttachCGroupInetIngress} {
+		ebpf.AttachCGroupUDP4Sendmsg, ebpf.AttachCGroupUDP6Sendmsg, ebpf.AttachCGroupSockOps, ebpf.AttachCGroupInetIngress,
+		ebpf.AttachCGroupInetEgress} {
 		res, err := link.QueryPrograms(link.QueryOptions{Target: int(f.Fd()), Attach: at})
 		if err != nil {
 			tb.Fatalf("querying %s programs on %s: %v", at, dir, err)

@@ -43,7 +43,7 @@ type agentFlags struct {
 	maskDisable, maskBlock                               *settings.List
 	maxBody                                              *int
 	maxRequestBody                                       *int64
-	targets, cidrs, listen                               *settings.List
+	targets, cidrs, listen, dnsServers                   *settings.List
 	otherSNI, noSNI                                      *settings.List
 	captureDNS                                           *bool
 	heartbeat, upstreamIdle, helloTimeout                *durationFlag
@@ -57,13 +57,14 @@ func addAgentFlags(fs *flag.FlagSet, dataDir string, failMode intercept.FailMode
 		cgroupRoot: fs.String("cgroup-root", "", "cgroup v2 `directory` whose processes are intercepted (default: the cgroup v2 mount, /sys/fs/cgroup or /sys/fs/cgroup/unified)"),
 		failMode:   fs.String("fail-mode", string(failMode), "what happens while no agent runs: fail-closed or fail-open"),
 		pinPath:    fs.String("pin-path", intercept.DefaultPinPath, "bpffs `directory` where fail-closed programs are pinned"),
-		mark:       fs.String("socket-mark", fmt.Sprintf("%#x", intercept.DefaultMark), "SO_MARK of the agent's own sockets, which are never redirected; pick bits your CNI leaves alone"),
+		mark:       fs.String("socket-mark", fmt.Sprintf("%#x", intercept.DefaultMark), "SO_MARK of the agent's own sockets (which are also registered by cookie: the mark alone exempts nothing); the default is a bit kube-proxy, Calico, Cilium, Istio and the AWS VPC CNI leave alone"),
 		targets:    settings.NewList(agent.DefaultTarget),
 		cidrs:      settings.NewList(),
 		otherSNI:   settings.NewList(),
 		noSNI:      settings.NewList(),
 		listen:     settings.NewList("127.0.0.1:15001", "[::1]:15001"),
-		captureDNS: fs.Bool("capture-dns", true, "learn target addresses from DNS answers that workloads receive"),
+		captureDNS: fs.Bool("capture-dns", true, "learn target addresses from DNS answers that workloads receive from a trusted resolver (--resolv-conf's nameservers, --dns-server)"),
+		dnsServers: settings.NewList(),
 		heartbeat:  &durationFlag{},
 		log:        addLogFlags(fs),
 
@@ -105,6 +106,7 @@ func addAgentFlags(fs *flag.FlagSet, dataDir string, failMode intercept.FailMode
 	fs.Var(f.otherSNI, "other-sni", "what happens to a connection to a target address whose TLS server name is not a target:\n`splice|refuse`, or TARGET=splice|refuse for a target host, IP or CIDR; repeatable; recorded either way (default "+agent.DefaultOtherSNI+")")
 	fs.Var(f.noSNI, "no-sni", "the same as --other-sni (`splice|refuse`, TARGET=...) for a connection without a server name, or not TLS (default "+agent.DefaultNoSNI+")")
 	fs.Var(f.helloTimeout, "hello-timeout", "refuse (and record) a connection whose TLS ClientHello is not complete after this `long` (default 10s)")
+	fs.Var(f.dnsServers, "dns-server", "`ip` of a resolver besides --resolv-conf's nameservers whose answers teach target addresses, repeatable: the cluster DNS service (e.g. 10.96.0.10), a node-local cache (169.254.20.10)")
 	fs.Var(f.cidrs, "target-cidr", "`prefix` whose addresses are targets on the target ports, repeatable")
 	fs.Var(f.listen, "proxy-listen", "`ip:port` the proxy listens on, repeatable: loopback serves the host's network namespace,\nthe first non-loopback address of a family serves pods (the node IP in a DaemonSet)")
 	fs.Var(f.heartbeat, "heartbeat-timeout", "fail-closed: refuse connects to targets when the agent is silent this `long` (default 5s)")
@@ -143,6 +145,7 @@ func (f agentFlags) agentConfig() (agent.Config, error) {
 		ExplicitProxyListen: *f.explicitListen,
 		Node:                *f.node,
 		DNSResolvConf:       *f.resolvConf,
+		DNSServers:          f.dnsServers.Values(),
 		MaxBody:             *f.maxBody,
 		MaxRequestBody:      *f.maxRequestBody,
 		UpstreamIdleTimeout: f.upstreamIdle.d,
