@@ -51,6 +51,10 @@ type Config struct {
 	DecryptName func(serverName string) bool
 	// HelloTimeout bounds the wait for a client's first bytes. Zero: 10s.
 	HelloTimeout time.Duration
+	// MaxConnsPerWorkload caps the concurrent redirected connections of
+	// one client cgroup; connections over it are closed at once (and
+	// logged). Zero: 256.
+	MaxConnsPerWorkload int
 }
 
 // Server is the redirect target of the eBPF programs.
@@ -59,6 +63,7 @@ type Server struct {
 	listeners []net.Listener
 	dialer    net.Dialer
 	decrypt   *decrypter
+	perCgroup *connLimiter
 
 	wg    sync.WaitGroup
 	mu    sync.Mutex
@@ -99,7 +104,11 @@ func New(cfg Config) (*Server, error) {
 	if cfg.HelloTimeout == 0 {
 		cfg.HelloTimeout = 10 * time.Second
 	}
-	s := &Server{cfg: cfg, listeners: cfg.Listeners, conns: map[net.Conn]struct{}{}}
+	if cfg.MaxConnsPerWorkload == 0 {
+		cfg.MaxConnsPerWorkload = defaultMaxConnsPerWorkload
+	}
+	s := &Server{cfg: cfg, listeners: cfg.Listeners, conns: map[net.Conn]struct{}{},
+		perCgroup: newConnLimiter(cfg.MaxConnsPerWorkload)}
 	s.dialer = net.Dialer{Timeout: cfg.DialTimeout, Control: intercept.MarkControl(cfg.Mark)}
 	if cfg.Decrypt != nil {
 		if cfg.DecryptName == nil {
@@ -206,6 +215,12 @@ func (s *Server) handle(ctx context.Context, c *net.TCPConn) {
 		return
 	}
 	log := s.cfg.Logger.With(originAttrs(client, o)...)
+	release := s.admit(o, log)
+	if release == nil {
+		c.Close()
+		return
+	}
+	defer func() { release() }() // unless a decrypted connection took it over
 	br := bufio.NewReaderSize(c, peekBufferSize)
 	c.SetReadDeadline(time.Now().Add(s.cfg.HelloTimeout))
 	hello, herr := peekClientHello(br)
@@ -224,7 +239,8 @@ func (s *Server) handle(ctx context.Context, c *net.TCPConn) {
 		if s.decrypt.cfg.Identify != nil {
 			ident = startIdentify(s.decrypt.cfg.Identify, o)
 		}
-		s.decrypt.serve(pc, &connInfo{mode: "transparent", client: client, sni: hello.ServerName, origin: &o, ident: ident})
+		s.decrypt.serve(releaseOnClose(pc, release), &connInfo{mode: "transparent", client: client, sni: hello.ServerName, origin: &o, ident: ident})
+		release = func() {}
 		return
 	}
 	defer c.Close()
