@@ -72,6 +72,13 @@ type Config struct {
 	MaxRequestBody int64
 	// UpstreamIdleTimeout cancels a response that stalls this long. Zero: 5m.
 	UpstreamIdleTimeout time.Duration
+	// MaxInflightBytes, BodyReadTimeout and MaskTimeout: see
+	// proxy.DecryptConfig (zero: 256 MiB, 30s, 2s).
+	MaxInflightBytes int64
+	BodyReadTimeout  time.Duration
+	MaskTimeout      time.Duration
+	// MaxConnsPerWorkload: see proxy.Config (zero: 256).
+	MaxConnsPerWorkload int
 	// Node names this node in records. Empty: the host name.
 	Node string
 	// Mask configures secret masking (on unless Mask.Disabled).
@@ -147,7 +154,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	var origins lateOrigins
 	srv, err := proxy.New(proxy.Config{Listeners: lns, Origins: &origins, Mark: orDefault(cfg.Mark, intercept.DefaultMark), Logger: log,
-		Decrypt: decrypt, DecryptName: plan.isHost})
+		Decrypt: decrypt, DecryptName: plan.isHost, MaxConnsPerWorkload: cfg.MaxConnsPerWorkload})
 	if err != nil {
 		closeAll(lns)
 		return err
@@ -213,6 +220,7 @@ func decryption(cfg Config, node string, pipe *pipeline, log *slog.Logger) (*pro
 		"spool_full", orDefaultString(cfg.SpoolFull, SpoolFullReject), "ca_subject", ca.Certificate().Subject.String())
 	return &proxy.DecryptConfig{CA: ca, Recorder: rec, Upstream: up, MaxRequestBody: cfg.MaxRequestBody,
 		UpstreamIdleTimeout: cfg.UpstreamIdleTimeout, Masker: masker,
+		MaxInflightBytes: cfg.MaxInflightBytes, BodyReadTimeout: cfg.BodyReadTimeout, MaskTimeout: cfg.MaskTimeout,
 		PassUnspooled: cfg.SpoolFull == SpoolFullPass, OnSpoolFailure: pipe.onSpoolFailure}, nil
 }
 
