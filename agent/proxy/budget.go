@@ -40,21 +40,29 @@ func (e *budgetError) Error() string { return e.msg }
 // memBudget is the node-wide budget of bytes buffered for bodies in flight:
 // request bodies (read whole before they are masked and spooled) and the
 // response bodies masked whole. Without it, six parallel 30 MB bodies took
-// 2 GB of memory.
+// 2 GB of memory. An eighth of it is kept for small bodies (up to
+// smallCharge): semaphore.Weighted serves waiters in order, and an
+// ordinary chat request must not queue behind a 30 MB one.
 type memBudget struct {
-	sem  *semaphore.Weighted
-	size int64
-	wait time.Duration
+	big, small *semaphore.Weighted
+	size       int64 // of both
+	bigSize    int64
+	wait       time.Duration
 }
 
+// smallCharge is the most that one body takes from the small bodies' part.
+const smallCharge = 256 << 10
+
 func newMemBudget(size int64, wait time.Duration) *memBudget {
-	return &memBudget{sem: semaphore.NewWeighted(size), size: size, wait: wait}
+	small := min(max(size/8, smallCharge), size)
+	big := max(size-small, 1)
+	return &memBudget{big: semaphore.NewWeighted(big), small: semaphore.NewWeighted(small), size: size, bigSize: big, wait: wait}
 }
 
 // memHold is what one exchange holds of a memBudget; release returns it.
 type memHold struct {
-	b *memBudget
-	n int64
+	b          *memBudget
+	big, small int64
 }
 
 func (b *memBudget) hold() *memHold { return &memHold{b: b} }
@@ -62,33 +70,40 @@ func (b *memBudget) hold() *memHold { return &memHold{b: b} }
 // grow reserves n more bytes, waiting at most the budget's wait for them.
 func (h *memHold) grow(ctx context.Context, n int64) error {
 	b := h.b
-	if h.n+n > b.size {
+	sem, held := b.big, &h.big
+	if h.big == 0 && h.small+n <= smallCharge {
+		sem, held = b.small, &h.small
+	}
+	if sem == b.big && h.big+n > b.bigSize {
 		return &budgetError{http.StatusRequestEntityTooLarge, "promptrail_memory_budget",
-			fmt.Sprintf("promptrail: the body needs more than the agent's whole buffer for bodies in flight (%d bytes); nothing was sent", b.size)}
+			fmt.Sprintf("promptrail: the body needs more than the agent's buffer for bodies in flight (%d bytes); nothing was sent", b.size)}
 	}
 	wctx, cancel := context.WithTimeout(ctx, b.wait)
 	defer cancel()
-	if err := b.sem.Acquire(wctx, n); err != nil {
+	if err := sem.Acquire(wctx, n); err != nil {
 		if ctx.Err() != nil {
 			return fmt.Errorf("waiting for buffer space: %w", ctx.Err())
 		}
 		return &budgetError{http.StatusServiceUnavailable, "promptrail_memory_budget",
 			fmt.Sprintf("promptrail: the agent's buffer for bodies in flight (%d bytes) is full; nothing was sent, retry later", b.size)}
 	}
-	h.n += n
+	*held += n
 	return nil
 }
 
 func (h *memHold) release() {
-	if h.n > 0 {
-		h.b.sem.Release(h.n)
-		h.n = 0
+	if h.big > 0 {
+		h.b.big.Release(h.big)
 	}
+	if h.small > 0 {
+		h.b.small.Release(h.small)
+	}
+	h.big, h.small = 0, 0
 }
 
 // bodyCharge is how many bytes of the budget a byte of buffer costs: the
-// body, and its masked copy (or the JSON re-encoding) made from it.
-const bodyCharge = 2
+// body, its masked copy, and the text the record parses out of it.
+const bodyCharge = 3
 
 // readBody reads r whole, up to limit+1 bytes (so that the caller sees a
 // body over limit), reserving from h the buffer it allocates before it
@@ -123,6 +138,22 @@ func readBody(ctx context.Context, r io.Reader, h *memHold, hint, limit int64) (
 			return buf, err
 		}
 	}
+}
+
+// drainBody reads what is left of a refused request's body, within the
+// body read timeout and at most limit bytes, into nothing: a server that
+// answers and closes while the client is still sending makes the client's
+// kernel discard the answer (a TCP reset), so the client would see a
+// broken connection instead of the error.
+func drainBody(w http.ResponseWriter, r *http.Request, timeout time.Duration, limit int64) {
+	http.NewResponseController(w).SetReadDeadline(time.Now().Add(timeout))
+	io.CopyN(io.Discard, r.Body, limit)
+}
+
+// isMemBudget reports whether err is a refusal by the in-flight budget.
+func isMemBudget(err error) bool {
+	var be *budgetError
+	return errors.As(err, &be) && be.code == "promptrail_memory_budget"
 }
 
 // errBodyTimeout is the refusal of a request whose body did not arrive

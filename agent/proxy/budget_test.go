@@ -54,7 +54,7 @@ func postBody(t *testing.T, body io.Reader, length int64) *http.Request {
 // the refusal; nothing goes upstream.
 func TestBudgetsRefuseWithAnErrorAndARecord(t *testing.T) {
 	f := newDecryptFixture(t, func(dc *DecryptConfig, _ *Config) {
-		dc.MaxInflightBytes = 1 << 20
+		dc.MaxInflightBytes = 4 << 20 // 3.5 MiB for large bodies, 512 KiB for small ones
 		dc.InflightWait = 200 * time.Millisecond
 		dc.BodyReadTimeout = 300 * time.Millisecond
 	})
@@ -81,20 +81,22 @@ func TestBudgetsRefuseWithAnErrorAndARecord(t *testing.T) {
 			}},
 		{name: "body larger than the whole in-flight budget", h2: true, status: 413, code: "promptrail_memory_budget",
 			setup: func(t *testing.T) *http.Request {
-				return postBody(t, bytes.NewReader(bytes.Repeat([]byte("a"), 600<<10)), 600<<10)
+				return postBody(t, bytes.NewReader(bytes.Repeat([]byte("a"), 1200<<10)), 1200<<10)
 			}},
 		{name: "in-flight budget taken by another request", h2: true, status: 503, code: "promptrail_memory_budget", retry: true,
 			setup: func(t *testing.T) *http.Request {
-				// A request in the background announces 400 KiB (800 KiB
+				// A request in the background announces 800 KiB (2.4 MiB
 				// charged) and stalls, holding its buffer while this one
-				// asks for 600 KiB.
+				// asks for 1.8 MiB.
 				if !holding {
 					holding = true
 					b := slowBody(t, `{`)
-					go f.client(false).Do(postBody(t, b, 400<<10))
+					go f.client(false).Do(postBody(t, b, 800<<10))
 				}
-				return postBody(t, bytes.NewReader(bytes.Repeat([]byte("a"), 300<<10)), 300<<10)
+				return postBody(t, bytes.NewReader(bytes.Repeat([]byte("a"), 600<<10)), 600<<10)
 			}},
+		{name: "small request while a large body holds the budget", h2: true, status: 200,
+			setup: func(t *testing.T) *http.Request { return chatRequest(t, false, nil) }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := len(f.fake.Server.Requests())
@@ -119,6 +121,9 @@ func TestBudgetsRefuseWithAnErrorAndARecord(t *testing.T) {
 			}
 			if tc.raw != "" {
 				resp, b = f.rawRequest(t, tc.raw)
+			}
+			if resp.StatusCode == 200 && tc.status == 200 {
+				return
 			}
 			if resp.StatusCode != tc.status || apiErrorCode(t, b) != tc.code {
 				t.Fatalf("got %d %s, want %d %s", resp.StatusCode, b, tc.status, tc.code)

@@ -253,6 +253,9 @@ func (d *decrypter) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	size := max(int64(len(body)), r.ContentLength)
 	tooLarge = tooLarge || size > d.cfg.MaxRequestBody
+	if tooLarge || isMemBudget(err) {
+		drainBody(w, r, d.cfg.BodyReadTimeout, d.cfg.MaxRequestBody)
+	}
 	recorded := body
 	if d.cfg.Masker != nil {
 		// Masked before anything else sees it: the record and the upstream
@@ -286,6 +289,10 @@ func (d *decrypter) serveHTTP(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Retry-After", "1")
 		}
 		writeAPIError(w, be.status, be.code, be.msg)
+		// Sent now: an HTTP/2 server resets a stream whose body is unread
+		// when the handler returns, and a reset that overtakes the answer
+		// leaves the client with a broken stream instead of the error.
+		http.NewResponseController(w).Flush()
 		return
 	case err != nil:
 		ex.Reject(http.StatusBadRequest, "reading the request body: "+err.Error())

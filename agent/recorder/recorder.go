@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/promptrail/promptrail/agent/openai"
 	"github.com/promptrail/promptrail/audit"
@@ -105,6 +106,7 @@ func (r *Recorder) Begin(req *http.Request, body []byte, size int64, conn audit.
 		parsed, err := openai.ParseRequest(q.Endpoint, q.ContentType, body)
 		q.Model, q.Stream, q.Messages, q.Prompt, q.Input, q.Tools = parsed.Model, parsed.Stream, parsed.Messages, parsed.Prompt, parsed.Input, parsed.Tools
 		setErr(&q.ParseError, err)
+		boundParsed(q, r.cfg.MaxBody)
 	}
 	return e
 }
@@ -197,6 +199,35 @@ func bounded(b []byte, limit int, size int64) (string, bool) {
 		return string(b[:limit]), true
 	}
 	return string(b), size > int64(len(b))
+}
+
+// boundParsed cuts the text parsed out of a request (message contents,
+// prompt, input) to limit bytes in all, copied, and flags the request
+// truncated if it cut: the body in a record is bounded, and a 30 MB prompt
+// must not ride along whole in its parsed form (the record is encoded and
+// spooled several times over).
+func boundParsed(q *audit.Request, limit int) {
+	left := limit
+	cut := func(s string) string {
+		if len(s) <= left {
+			left -= len(s)
+			return s
+		}
+		q.Truncated = true
+		n := left
+		for n > 0 && !utf8.RuneStart(s[n]) {
+			n--
+		}
+		left = 0
+		return strings.Clone(s[:n])
+	}
+	for i := range q.Messages {
+		q.Messages[i].Content = cut(q.Messages[i].Content)
+	}
+	q.Prompt = cut(q.Prompt)
+	for i := range q.Input {
+		q.Input[i] = cut(q.Input[i])
+	}
 }
 
 func setErr(dst *string, err error) {
