@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -28,17 +29,34 @@ type tlsNode struct {
 	agentCA   string // the CA clients must trust
 	fakeCA    string // the fake upstream's CA
 	withHost  func(...string) []string
+	addrs     tlsAddrs
 }
 
-func newTLSNode(t *testing.T) *tlsNode {
+// tlsAddrs are the fixed addresses of a tlsNode: tests that may run beside
+// others' (under the e2e lock, but written by different people) each use
+// their own.
+type tlsAddrs struct {
+	fake            string // the fake upstream's IP; api.openai.com resolves to it
+	proxy, explicit string // the agent's listeners
+	extra           []string
+}
+
+// defaultTLSAddrs are the addresses of most tests.
+var defaultTLSAddrs = tlsAddrs{fake: "127.0.1.5", proxy: "127.0.0.1:15110", explicit: "127.0.0.1:15111"}
+
+func newTLSNode(t *testing.T) *tlsNode { return newTLSNodeAt(t, defaultTLSAddrs) }
+
+// newTLSNodeAt is newTLSNode on the addresses a, its agent always
+// started with the flags a.extra.
+func newTLSNodeAt(t *testing.T, a tlsAddrs) *tlsNode {
 	t.Helper()
-	n := &tlsNode{node: newNode(t)}
-	n.fake = fakeopenai.NewTLSServer(t, fakeopenai.Config{Reply: reply}, "127.0.1.5:443")
+	n := &tlsNode{node: newNode(t), addrs: a}
+	n.fake = fakeopenai.NewTLSServer(t, fakeopenai.Config{Reply: reply}, a.fake+":443")
 	dir := t.TempDir()
 	n.fakeCA = filepath.Join(dir, "upstream-ca.pem")
 	os.WriteFile(n.fakeCA, n.fake.CAPEM, 0o644)
 	hosts := filepath.Join(dir, "hosts")
-	os.WriteFile(hosts, []byte("127.0.0.1 localhost\n127.0.1.5 api.openai.com\n"), 0o644)
+	os.WriteFile(hosts, []byte("127.0.0.1 localhost\n"+a.fake+" api.openai.com\n"), 0o644)
 	n.withHost = privateHosts(hosts)
 	n.collector = startCollector(t, n.node.agent)
 	n.agentP = n.startAgent(t)
@@ -51,9 +69,9 @@ func newTLSNode(t *testing.T) *tlsNode {
 func (n *tlsNode) startAgent(t *testing.T, extra ...string) *agentProc {
 	t.Helper()
 	args := append(n.agentArgs("--fail-mode", "fail-open", "--capture-dns=false",
-		"--target", "api.openai.com:443", "--target-cidr", "127.0.1.5/32", "--upstream-ca", n.fakeCA,
-		"--proxy-listen", "127.0.0.1:15110", "--explicit-proxy-listen", "127.0.0.1:15111"), n.collector.agentArgs()...)
-	return startAgentWrapped(t, n.node.agent, n.withHost, append(args, extra...)...)
+		"--target", "api.openai.com:443", "--target-cidr", n.addrs.fake+"/32", "--upstream-ca", n.fakeCA,
+		"--proxy-listen", n.addrs.proxy, "--explicit-proxy-listen", n.addrs.explicit), n.collector.agentArgs()...)
+	return startAgentWrapped(t, n.node.agent, n.withHost, slices.Concat(args, n.addrs.extra, extra)...)
 }
 
 // privateHosts runs a command in its own mount namespace with hosts bind-
