@@ -66,9 +66,10 @@ type DecryptConfig struct {
 	OnSpoolFailure func(passed bool)
 	// MaxInflightBytes bounds, over all connections, the bytes buffered
 	// for bodies in flight: request bodies and the response bodies masked
-	// whole, each charged twice (the body and its masked copy). A request
-	// that cannot get its bytes within InflightWait is answered 503 and
-	// recorded. Zero: 256 MiB.
+	// whole, each charged three times (the body, its masked copy, the text
+	// the record parses out of it). An eighth is kept for small bodies. A
+	// request that cannot get its bytes within InflightWait is answered
+	// 503 and recorded. Zero: 256 MiB.
 	MaxInflightBytes int64
 	// InflightWait is how long a request waits for buffer space. Zero: 2s.
 	InflightWait time.Duration

@@ -97,7 +97,7 @@ func addAgentFlags(fs *flag.FlagSet, dataDir string, failMode intercept.FailMode
 	fs.Var(f.cidrs, "target-cidr", "`prefix` whose addresses are targets on the target ports, repeatable")
 	fs.Var(f.listen, "proxy-listen", "`ip:port` the proxy listens on, repeatable: loopback serves the host's network namespace,\nthe first non-loopback address of a family serves pods (the node IP in a DaemonSet)")
 	f.maxInflight = &sizeFlag{n: 256 << 20}
-	fs.Var(f.maxInflight, "max-inflight-bytes", "`size` of the node-wide buffer for request and response bodies in flight (each charged twice: body and masked copy); a request that finds it full within 2s gets 503")
+	fs.Var(f.maxInflight, "max-inflight-bytes", "`size` of the node-wide buffer for request and response bodies in flight (each charged three times: body, masked copy, parsed text); a request that finds it full within 2s gets 503")
 	f.bodyReadTimeout, f.maskTimeout = &durationFlag{}, &durationFlag{}
 	fs.Var(f.bodyReadTimeout, "body-read-timeout", "answer 408 to a request whose body has not arrived whole after this `long` (default 30s)")
 	fs.Var(f.maskTimeout, "mask-timeout", "longest `time` the search for secrets in one body may take; a request over it gets 413, a response 502, neither is passed on (default 2s)")
