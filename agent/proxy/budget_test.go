@@ -250,3 +250,30 @@ func TestMaskBudget(t *testing.T) {
 		})
 	}
 }
+
+// TestSlowHeadersAreCut: a client that completes the TLS handshake and
+// then sends its request headers a byte at a time is disconnected once the
+// header timeout passes.
+func TestSlowHeadersAreCut(t *testing.T) {
+	f := newDecryptFixture(t, func(dc *DecryptConfig, _ *Config) { dc.HandshakeTimeout = 300 * time.Millisecond })
+	c := f.tlsConn(t, "api.openai.com", []string{"http/1.1"})
+	defer c.Close()
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		for _, b := range []byte("POST /v1/chat/completions HTTP/1.1\r\nHost: api.openai.com\r\nX-Slow: ") {
+			select {
+			case <-stop:
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+			if _, err := c.Write([]byte{b}); err != nil {
+				return
+			}
+		}
+	}()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadAll(c); isTimeout(err) {
+		t.Fatal("a client sending its headers a byte at a time was still connected after 10s")
+	}
+}
