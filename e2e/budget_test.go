@@ -25,6 +25,9 @@ var budgetAddrs = tlsAddrs{fake: "127.0.5.5", proxy: "127.0.5.1:15500", explicit
 // inflightCap is the agent's --max-inflight-bytes in these tests.
 const inflightCap = 128 << 20
 
+// connCap is the agent's --max-conns-per-workload in these tests.
+const connCap = 64
+
 // rssOverhead is what the agent's resident memory may grow beyond
 // inflightCap while bodies are in flight: Go's collector lets the heap
 // grow to twice what is live (GOGC=100) before it collects, so garbage of
@@ -114,9 +117,9 @@ func procStatus(t *testing.T, pid int, field string) int64 {
 	return 0
 }
 
-// TestBudgetsKeepOneWorkloadFromStarvingOthers: a hostile workload sends
-// six 30 MB bodies at once, bodies one slow byte at a time and 9 MB of
-// keyword bait, while a well-behaved workload in another cgroup keeps
+// TestBudgetsKeepOneWorkloadFromStarvingOthers: a hostile workload opens
+// more connections than its cap, sends six 30 MB bodies at once, slow
+// bodies and 9 MB of keyword bait, while a well-behaved workload in another cgroup keeps
 // calling the API with the Go SDK. The agent's memory stays under the
 // in-flight cap plus a documented overhead, the slow bodies time out, the
 // bait is refused within the mask timeout, each refusal is in the API's
@@ -125,7 +128,7 @@ func procStatus(t *testing.T, pid int, field string) int64 {
 func TestBudgetsKeepOneWorkloadFromStarvingOthers(t *testing.T) {
 	a := budgetAddrs
 	a.extra = []string{"--metrics-listen", "127.0.5.1:15502", "--max-inflight-bytes", strconv.Itoa(inflightCap),
-		"--body-read-timeout", "10s", "--mask-timeout", "1s"}
+		"--body-read-timeout", "10s", "--mask-timeout", "1s", "--max-conns-per-workload", strconv.Itoa(connCap)}
 	n := newTLSNodeAt(t, a)
 	polite := kerneltest.NewCgroupAt(t, n.root, "polite")
 	self, err := os.Executable()
@@ -145,6 +148,14 @@ func TestBudgetsKeepOneWorkloadFromStarvingOthers(t *testing.T) {
 		kind string
 		res  curlResult
 	}
+	// 100 connections that send nothing: those over the cap are closed at
+	// once, the others only by the 10s ClientHello timeout.
+	held := kerneltest.RunHelper(t, n.client, nil, "hold-conns", a.fake+":443", "100", "1s")
+	t.Logf("100 silent connections from one workload: %d held, %s", held.OK, held.Reply)
+	if held.Err != "" || held.OK != connCap {
+		t.Errorf("silent connections: %d held (%s, %s), want the cap of %d", held.OK, held.Reply, held.Err, connCap)
+	}
+
 	type run struct {
 		kind, body string
 		n          int
