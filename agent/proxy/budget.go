@@ -108,7 +108,8 @@ const bodyCharge = 3
 // readBody reads r whole, up to limit+1 bytes (so that the caller sees a
 // body over limit), reserving from h the buffer it allocates before it
 // allocates it. hint is the announced length (Content-Length), -1 if
-// none: a body of known length gets one buffer of that size.
+// none: a body of known length gets one buffer of that size. When the
+// budget refuses, it returns what it read so far with the error.
 func readBody(ctx context.Context, r io.Reader, h *memHold, hint, limit int64) ([]byte, error) {
 	const minGrow = 64 << 10
 	var buf []byte
@@ -123,7 +124,7 @@ func readBody(ctx context.Context, r io.Reader, h *memHold, hint, limit int64) (
 			}
 			want = min(want, limit+1)
 			if err := h.grow(ctx, bodyCharge*(want-int64(cap(buf)))); err != nil {
-				return nil, err
+				return buf, err
 			}
 			nb := make([]byte, len(buf), want)
 			copy(nb, buf)

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -276,4 +277,26 @@ func TestSlowHeadersAreCut(t *testing.T) {
 	if _, err := io.ReadAll(c); isTimeout(err) {
 		t.Fatal("a client sending its headers a byte at a time was still connected after 10s")
 	}
+}
+
+// TestResponseWithoutRoomIsMaskedAsItFlows: a response too large for the
+// in-flight budget is not refused but masked as text on its way, with no
+// whole copy held.
+func TestResponseWithoutRoomIsMaskedAsItFlows(t *testing.T) {
+	f := newDecryptFixture(t, func(dc *DecryptConfig, _ *Config) {
+		dc.Masker = testMasker(t)
+		dc.MaxInflightBytes = 4 << 20
+		dc.InflightWait = 100 * time.Millisecond
+	})
+	req := chatRequest(t, false, map[string]string{"X-Fake-Large": strconv.Itoa(2 << 20)})
+	resp, err := f.client(true).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || len(b) < 2<<20 || !strings.Contains(string(b), "large reply") {
+		t.Fatalf("got %d with %d bytes, want the 2 MiB reply", resp.StatusCode, len(b))
+	}
+	f.sink.wait(t, "the large reply", func(r *audit.Record) bool { return r.Response != nil && r.Response.Status == 200 && r.Response.Size >= 2<<20 })
 }

@@ -84,10 +84,13 @@ func maskResponse(m *mask.Masker, resp *http.Response, ep openai.Endpoint, wb wh
 func maskWhole(m *mask.Masker, resp *http.Response, mt string, wb wholeBudget) error {
 	ctx := resp.Request.Context()
 	b, err := readBody(ctx, resp.Body, wb.mem, resp.ContentLength, wb.limit)
-	if err != nil {
+	// No room in the budget to hold it whole: masked as text as it flows,
+	// as a body over the limit is.
+	noRoom := isMemBudget(err)
+	if err != nil && !noRoom {
 		return fmt.Errorf("reading the response to mask it: %w", err)
 	}
-	if int64(len(b)) > wb.limit || (mt != "application/json" && !strings.HasSuffix(mt, "+json")) {
+	if noRoom || int64(len(b)) > wb.limit || (mt != "application/json" && !strings.HasSuffix(mt, "+json")) {
 		resp.Body = newMaskedText(m, io.MultiReader(bytes.NewReader(b), resp.Body), resp.Body)
 		resp.ContentLength = -1
 		resp.Header.Del("Content-Length")
