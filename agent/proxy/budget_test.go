@@ -298,5 +298,7 @@ func TestResponseWithoutRoomIsMaskedAsItFlows(t *testing.T) {
 	if resp.StatusCode != 200 || len(b) < 2<<20 || !strings.Contains(string(b), "large reply") {
 		t.Fatalf("got %d with %d bytes, want the 2 MiB reply", resp.StatusCode, len(b))
 	}
-	f.sink.wait(t, "the large reply", func(r *audit.Record) bool { return r.Response != nil && r.Response.Status == 200 && r.Response.Size >= 2<<20 })
+	f.sink.wait(t, "the large reply", func(r *audit.Record) bool {
+		return r.Response != nil && r.Response.Status == 200 && r.Response.Size >= 2<<20
+	})
 }
