@@ -60,7 +60,7 @@ func (e *Engine) FindContext(ctx context.Context, text []byte) ([]Match, error) 
 		return nil, nil
 	}
 	sc := e.scratch.Get().(*scratch)
-	defer e.scratch.Put(sc)
+	defer e.putScratch(sc)
 	hits := e.collectHits(text, sc)
 	st := stopper{done: ctx.Done()}
 	var out []Match
@@ -80,6 +80,18 @@ func (e *Engine) FindContext(ctx context.Context, text []byte) ([]Match, error) 
 		i = j
 	}
 	return resolve(out), nil
+}
+
+// maxPooledHits bounds the hits a pooled scratch keeps room for: a text
+// dense with keywords (9 MB of bait has a million hits) must not leave
+// tens of megabytes behind in the pool after it is done.
+const maxPooledHits = 64 << 10
+
+func (e *Engine) putScratch(sc *scratch) {
+	if cap(sc.keys) > maxPooledHits || cap(sc.hits) > maxPooledHits {
+		sc.keys, sc.hits = nil, nil
+	}
+	e.scratch.Put(sc)
 }
 
 // stopper tells the search loops that the caller's context is done. The
