@@ -154,7 +154,8 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	var origins lateOrigins
 	srv, err := proxy.New(proxy.Config{Listeners: lns, Origins: &origins, Mark: orDefault(cfg.Mark, intercept.DefaultMark), Logger: log,
-		Decrypt: decrypt, DecryptName: plan.isHost, MaxConnsPerWorkload: cfg.MaxConnsPerWorkload})
+		Decrypt: decrypt, DecryptName: plan.isHost, MaxConnsPerWorkload: cfg.MaxConnsPerWorkload,
+		OnConnCap: func() { pipe.onBudgetHit("promptrail_conn_cap") }})
 	if err != nil {
 		closeAll(lns)
 		return err
@@ -221,7 +222,7 @@ func decryption(cfg Config, node string, pipe *pipeline, log *slog.Logger) (*pro
 	return &proxy.DecryptConfig{CA: ca, Recorder: rec, Upstream: up, MaxRequestBody: cfg.MaxRequestBody,
 		UpstreamIdleTimeout: cfg.UpstreamIdleTimeout, Masker: masker,
 		MaxInflightBytes: cfg.MaxInflightBytes, BodyReadTimeout: cfg.BodyReadTimeout, MaskTimeout: cfg.MaskTimeout,
-		PassUnspooled: cfg.SpoolFull == SpoolFullPass, OnSpoolFailure: pipe.onSpoolFailure}, nil
+		PassUnspooled: cfg.SpoolFull == SpoolFullPass, OnSpoolFailure: pipe.onSpoolFailure, OnBudgetHit: pipe.onBudgetHit}, nil
 }
 
 func orDefaultString(s, def string) string {

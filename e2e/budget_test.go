@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -238,9 +239,41 @@ func TestBudgetsKeepOneWorkloadFromStarvingOthers(t *testing.T) {
 			t.Errorf("%s record: error %q, %d bytes of an unmasked body kept", what, r.Error, len(r.Request.Body))
 		}
 	}
+	// Every refusal is counted by its code on /metrics.
+	metrics := budgetMetrics(t, "http://127.0.5.1:15502/metrics")
+	t.Logf("budget refusals on /metrics: %v", metrics)
+	for code, atLeast := range map[string]int{"promptrail_conn_cap": 100 - connCap, "promptrail_body_timeout": counts["slow body: 408 promptrail_body_timeout"],
+		"promptrail_mask_budget": 1, "promptrail_memory_budget": counts["30 MB body: 503 promptrail_memory_budget"]} {
+		if metrics[code] < atLeast {
+			t.Errorf("/metrics counts %d refusals with %s, want at least %d", metrics[code], code, atLeast)
+		}
+	}
 	if counts["30 MB body: 503 promptrail_memory_budget"] > 0 {
 		n.record(t, "memory budget", func(r *audit.Record) bool {
 			return r.Decision.Action == "reject" && r.Response != nil && r.Response.Status == 503
 		})
 	}
+}
+
+// budgetMetrics reads promptrail_agent_budget_refusals_total by code from
+// the agent's metrics endpoint.
+func budgetMetrics(t *testing.T, url string) map[string]int {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	out := map[string]int{}
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		rest, ok := strings.CutPrefix(sc.Text(), `promptrail_agent_budget_refusals_total{code="`)
+		if !ok {
+			continue
+		}
+		code, val, _ := strings.Cut(rest, `"} `)
+		v, _ := strconv.ParseFloat(val, 64)
+		out[code] = int(v)
+	}
+	return out
 }

@@ -217,6 +217,9 @@ func (s *Server) admit(o intercept.Origin, log *slog.Logger) (release func()) {
 	release, ok := s.perCgroup.admit(o.CgroupID)
 	if !ok {
 		log.Warn("connection refused: the workload's connection cap is reached", "max_conns_per_workload", s.perCgroup.max)
+		if s.cfg.OnConnCap != nil {
+			s.cfg.OnConnCap()
+		}
 		return nil
 	}
 	return release
@@ -236,4 +239,10 @@ type countedConn struct {
 func (c *countedConn) Close() error {
 	defer c.release()
 	return c.peekedConn.Close()
+}
+
+func (d *decrypter) budgetHit(code string) {
+	if d.cfg.OnBudgetHit != nil {
+		d.cfg.OnBudgetHit(code)
+	}
 }

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -54,10 +55,12 @@ func postBody(t *testing.T, body io.Reader, length int64) *http.Request {
 // status and promptrail code in the API's error shape, and a record of
 // the refusal; nothing goes upstream.
 func TestBudgetsRefuseWithAnErrorAndARecord(t *testing.T) {
+	var hits codeCounter
 	f := newDecryptFixture(t, func(dc *DecryptConfig, _ *Config) {
 		dc.MaxInflightBytes = 4 << 20 // 3.5 MiB for large bodies, 512 KiB for small ones
 		dc.InflightWait = 200 * time.Millisecond
 		dc.BodyReadTimeout = 300 * time.Millisecond
+		dc.OnBudgetHit = hits.add
 	})
 	holding := false
 	for _, tc := range []struct {
@@ -129,6 +132,9 @@ func TestBudgetsRefuseWithAnErrorAndARecord(t *testing.T) {
 			if resp.StatusCode != tc.status || apiErrorCode(t, b) != tc.code {
 				t.Fatalf("got %d %s, want %d %s", resp.StatusCode, b, tc.status, tc.code)
 			}
+			if hits.count(tc.code) == 0 {
+				t.Errorf("OnBudgetHit was not told of %s", tc.code)
+			}
 			f.sink.wait(t, tc.name, func(r *audit.Record) bool {
 				return r.Decision.Action == "reject" && r.Response != nil && r.Response.Status == tc.status && strings.Contains(r.Error, "promptrail:")
 			})
@@ -144,7 +150,11 @@ func TestBudgetsRefuseWithAnErrorAndARecord(t *testing.T) {
 // TestConnectionCapPerWorkload: connections of one cgroup over the cap are
 // closed at once; a slot that frees up is usable again.
 func TestConnectionCapPerWorkload(t *testing.T) {
-	f := newDecryptFixture(t, func(_ *DecryptConfig, c *Config) { c.MaxConnsPerWorkload = 2 })
+	var hits codeCounter
+	f := newDecryptFixture(t, func(_ *DecryptConfig, c *Config) {
+		c.MaxConnsPerWorkload = 2
+		c.OnConnCap = func() { hits.add("cap") }
+	})
 	held := []net.Conn{f.tlsConn(t, "api.openai.com", []string{"http/1.1"}), f.tlsConn(t, "api.openai.com", []string{"http/1.1"})}
 	c, err := net.Dial("tcp", f.proxyAddr)
 	if err != nil {
@@ -154,6 +164,9 @@ func TestConnectionCapPerWorkload(t *testing.T) {
 	c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if _, err := c.Read(make([]byte, 1)); err != io.EOF {
 		t.Fatalf("a third connection: read %v, want it closed (EOF) at once", err)
+	}
+	if hits.count("cap") != 1 {
+		t.Errorf("OnConnCap called %d times, want 1", hits.count("cap"))
 	}
 	held[0].Close()
 	deadline := time.Now().Add(5 * time.Second)
@@ -301,4 +314,25 @@ func TestResponseWithoutRoomIsMaskedAsItFlows(t *testing.T) {
 	f.sink.wait(t, "the large reply", func(r *audit.Record) bool {
 		return r.Response != nil && r.Response.Status == 200 && r.Response.Size >= 2<<20
 	})
+}
+
+// codeCounter counts the codes a hook is called with.
+type codeCounter struct {
+	mu sync.Mutex
+	n  map[string]int
+}
+
+func (c *codeCounter) add(code string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.n == nil {
+		c.n = map[string]int{}
+	}
+	c.n[code]++
+}
+
+func (c *codeCounter) count(code string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.n[code]
 }

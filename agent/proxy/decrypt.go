@@ -82,6 +82,10 @@ type DecryptConfig struct {
 	// 413, a response 502, both recorded, and neither is passed on. Zero:
 	// 2s.
 	MaskTimeout time.Duration
+	// OnBudgetHit, if set, is called with the error code of each exchange
+	// refused because a budget was hit (promptrail_memory_budget,
+	// promptrail_body_timeout, promptrail_mask_budget).
+	OnBudgetHit func(code string)
 	Logger      *slog.Logger
 }
 
@@ -285,6 +289,7 @@ func (d *decrypter) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	case errors.As(err, &be):
 		d.cfg.Logger.Warn("request refused: budget hit", "code", be.code, "id", ex.ID(), "client", info.client.String(), "size", size)
+		d.budgetHit(be.code)
 		ex.Reject(be.status, be.msg)
 		if be.status == http.StatusServiceUnavailable {
 			w.Header().Set("Retry-After", "1")
@@ -431,6 +436,7 @@ func (d *decrypter) upstreamError(w http.ResponseWriter, r *http.Request, err er
 	switch {
 	case errors.As(err, &be):
 		status, code, msg = be.status, be.code, be.msg
+		d.budgetHit(be.code)
 	case errors.As(err, &ne) && ne.Timeout():
 		status, code = http.StatusGatewayTimeout, "promptrail_upstream_timeout"
 	}

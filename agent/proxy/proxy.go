@@ -55,6 +55,9 @@ type Config struct {
 	// one client cgroup; connections over it are closed at once (and
 	// logged). Zero: 256.
 	MaxConnsPerWorkload int
+	// OnConnCap, if set, is called for each connection closed because its
+	// workload's cap was reached.
+	OnConnCap func()
 }
 
 // Server is the redirect target of the eBPF programs.
