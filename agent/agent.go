@@ -93,6 +93,13 @@ type Config struct {
 	MaxRequestBody int64
 	// UpstreamIdleTimeout cancels a response that stalls this long. Zero: 5m.
 	UpstreamIdleTimeout time.Duration
+	// MaxInflightBytes, BodyReadTimeout and MaskTimeout: see
+	// proxy.DecryptConfig (zero: 256 MiB, 30s, 2s).
+	MaxInflightBytes int64
+	BodyReadTimeout  time.Duration
+	MaskTimeout      time.Duration
+	// MaxConnsPerWorkload: see proxy.Config (zero: 256).
+	MaxConnsPerWorkload int
 	// Node names this node in records. Empty: the host name.
 	Node string
 	// Mask configures secret masking (on unless Mask.Disabled).
@@ -182,7 +189,8 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	var origins lateOrigins
 	srv, err := proxy.New(proxy.Config{Listeners: lns, Origins: &origins, Control: socks.Control, Logger: log,
-		Decrypt: decrypt, DecryptName: plan.isHost, Undecrypted: plan.undecrypted.splice, HelloTimeout: cfg.HelloTimeout})
+		Decrypt: decrypt, DecryptName: plan.isHost, Undecrypted: plan.undecrypted.splice, HelloTimeout: cfg.HelloTimeout,
+		MaxConnsPerWorkload: cfg.MaxConnsPerWorkload, OnConnCap: func() { pipe.onBudgetHit("promptrail_conn_cap") }})
 	if err != nil {
 		closeAll(lns)
 		return err
@@ -247,7 +255,8 @@ func decryption(cfg Config, node string, pipe *pipeline, socks *intercept.AgentS
 		"spool_full", orDefaultString(cfg.SpoolFull, SpoolFullReject), "ca_subject", ca.Certificate().Subject.String())
 	return &proxy.DecryptConfig{CA: ca, Recorder: rec, Upstream: up, MaxRequestBody: cfg.MaxRequestBody,
 		UpstreamIdleTimeout: cfg.UpstreamIdleTimeout, Masker: masker,
-		PassUnspooled: cfg.SpoolFull == SpoolFullPass, OnSpoolFailure: pipe.onSpoolFailure}, nil
+		MaxInflightBytes: cfg.MaxInflightBytes, BodyReadTimeout: cfg.BodyReadTimeout, MaskTimeout: cfg.MaskTimeout,
+		PassUnspooled: cfg.SpoolFull == SpoolFullPass, OnSpoolFailure: pipe.onSpoolFailure, OnBudgetHit: pipe.onBudgetHit}, nil
 }
 
 func orDefaultString(s, def string) string {

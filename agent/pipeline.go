@@ -37,6 +37,7 @@ type pipeline struct {
 	metrics *http.Server // nil without a metrics listener
 	refused prometheus.Counter
 	passed  prometheus.Counter
+	budget  *prometheus.CounterVec
 	log     *slog.Logger
 
 	stopShipping func()
@@ -56,7 +57,9 @@ func openPipeline(ctx context.Context, cfg Config, agentID string, log *slog.Log
 		passed: prometheus.NewCounter(prometheus.CounterOpts{Name: "promptrail_agent_requests_passed_unspooled_total",
 			Help: "Requests forwarded although their record could not be spooled (--spool-full=pass)."}),
 	}
-	reg.MustRegister(p.refused, p.passed)
+	p.budget = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "promptrail_agent_budget_refusals_total",
+		Help: "Requests and connections refused because a budget was hit, by the code the client got (promptrail_conn_cap: a connection over --max-conns-per-workload)."}, []string{"code"})
+	reg.MustRegister(p.refused, p.passed, p.budget)
 	sp, err := spool.Open(ctx, spool.Config{Dir: filepath.Join(cfg.DataDir, "spool"), AgentID: agentID,
 		MaxBytes: cfg.SpoolMaxBytes, ReserveBytes: cfg.SpoolReserveBytes, Logger: log, Registerer: reg})
 	if err != nil {
@@ -137,6 +140,8 @@ func (p *pipeline) onSpoolFailure(passed bool) {
 		p.refused.Inc()
 	}
 }
+
+func (p *pipeline) onBudgetHit(code string) { p.budget.WithLabelValues(code).Inc() }
 
 func (p *pipeline) close() {
 	if p.metrics != nil {

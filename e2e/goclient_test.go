@@ -39,6 +39,8 @@ type clientResult struct {
 	Text  string         `json:"text"`
 	Usage map[string]any `json:"usage,omitempty"`
 	Error string         `json:"error,omitempty"`
+	// LatenciesMS are the durations of mode "many"'s requests.
+	LatenciesMS []float64 `json:"latencies_ms,omitempty"`
 }
 
 // goClientMain runs the Go SDK client if the environment asks for it.
@@ -137,6 +139,7 @@ func manyChats(ctx context.Context, client openai.Client, prompt string, out *cl
 	pace, _ := time.ParseDuration(os.Getenv(envPace))
 	var ok, failed atomic.Int64
 	var firstErr atomic.Value
+	var mu sync.Mutex
 	next := make(chan int)
 	var wg sync.WaitGroup
 	for range 4 {
@@ -144,10 +147,14 @@ func manyChats(ctx context.Context, client openai.Client, prompt string, out *cl
 		go func() {
 			defer wg.Done()
 			for i := range next {
+				start := time.Now()
 				_, err := client.Chat.Completions.New(ctx, openai.ChatCompletionNewParams{
 					Model:    openai.ChatModelGPT4oMini,
 					Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage(fmt.Sprintf("%s #%d", prompt, i))},
 				})
+				mu.Lock()
+				out.LatenciesMS = append(out.LatenciesMS, float64(time.Since(start).Microseconds())/1000)
+				mu.Unlock()
 				if err != nil {
 					failed.Add(1)
 					firstErr.CompareAndSwap(nil, err.Error())

@@ -21,12 +21,18 @@ import (
 // file and returns it running; wait collects its output.
 func (n *tlsNode) startClient(t *testing.T, env []string, argv ...string) (cmd *exec.Cmd, wait func() clientResult) {
 	t.Helper()
+	return n.startClientIn(t, n.client, env, argv...)
+}
+
+// startClientIn is startClient in another cgroup.
+func (n *tlsNode) startClientIn(t *testing.T, cgroup string, env []string, argv ...string) (cmd *exec.Cmd, wait func() clientResult) {
+	t.Helper()
 	argv = n.withHost(argv...)
 	cmd = exec.Command(argv[0], argv[1:]...)
 	cmd.Env = append(os.Environ(), env...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	kerneltest.CommandInCgroup(t, n.client, cmd)
+	kerneltest.CommandInCgroup(t, cgroup, cmd)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

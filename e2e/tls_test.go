@@ -44,7 +44,6 @@ type tlsNodeAddrs struct {
 }
 
 func newTLSNode(t *testing.T) *tlsNode {
-	t.Helper()
 	return newTLSNodeAt(t, tlsNodeAddrs{upstream: "127.0.1.5", proxy: "127.0.0.1:15110", explicit: "127.0.0.1:15111"})
 }
 

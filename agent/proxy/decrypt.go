@@ -64,7 +64,29 @@ type DecryptConfig struct {
 	// OnSpoolFailure, if set, is called for each request whose record
 	// could not be spooled, with whether it went upstream anyway.
 	OnSpoolFailure func(passed bool)
-	Logger         *slog.Logger
+	// MaxInflightBytes bounds, over all connections, the bytes buffered
+	// for bodies in flight: request bodies and the response bodies masked
+	// whole, each charged three times (the body, its masked copy, the text
+	// the record parses out of it). An eighth is kept for small bodies. A
+	// request that cannot get its bytes within InflightWait is answered
+	// 503 and recorded. Zero: 256 MiB.
+	MaxInflightBytes int64
+	// InflightWait is how long a request waits for buffer space. Zero: 2s.
+	InflightWait time.Duration
+	// BodyReadTimeout bounds the time to read a request body, from its
+	// headers to its end; a slower one is answered 408 and recorded.
+	// Zero: 30s.
+	BodyReadTimeout time.Duration
+	// MaskTimeout bounds the search for secrets in one body (text built
+	// of keyword bait makes it expensive); a request over it is answered
+	// 413, a response 502, both recorded, and neither is passed on. Zero:
+	// 2s.
+	MaskTimeout time.Duration
+	// OnBudgetHit, if set, is called with the error code of each exchange
+	// refused because a budget was hit (promptrail_memory_budget,
+	// promptrail_body_timeout, promptrail_mask_budget).
+	OnBudgetHit func(code string)
+	Logger      *slog.Logger
 }
 
 // connInfo is what the proxy knows about a decrypted connection.
@@ -112,6 +134,7 @@ type decrypter struct {
 	rp    *httputil.ReverseProxy
 	conns sync.Map // *tls.Conn → *connInfo
 	done  chan struct{}
+	mem   *memBudget
 }
 
 func newDecrypter(cfg DecryptConfig) (*decrypter, error) {
@@ -133,10 +156,23 @@ func newDecrypter(cfg DecryptConfig) (*decrypter, error) {
 	if cfg.MaxMaskedBody == 0 {
 		cfg.MaxMaskedBody = 16 << 20
 	}
+	if cfg.MaxInflightBytes == 0 {
+		cfg.MaxInflightBytes = defaultMaxInflightBytes
+	}
+	if cfg.InflightWait == 0 {
+		cfg.InflightWait = defaultInflightWait
+	}
+	if cfg.BodyReadTimeout == 0 {
+		cfg.BodyReadTimeout = defaultBodyReadTimeout
+	}
+	if cfg.MaskTimeout == 0 {
+		cfg.MaskTimeout = defaultMaskTimeout
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	d := &decrypter{cfg: cfg, ln: newChanListener(), done: make(chan struct{})}
+	d := &decrypter{cfg: cfg, ln: newChanListener(), done: make(chan struct{}),
+		mem: newMemBudget(cfg.MaxInflightBytes, cfg.InflightWait)}
 	d.tls = &tls.Config{
 		GetCertificate: cfg.CA.GetCertificate,
 		NextProtos:     []string{"h2", "http/1.1"},
@@ -197,38 +233,60 @@ type exchangeCtx struct {
 	ex     *recorder.Exchange
 	cancel context.CancelFunc
 	info   *connInfo
+	mem    *memHold // released when the exchange's handler returns
 }
 
-// serveHTTP reads the request body (bounded), starts its record and
-// forwards it.
+// serveHTTP reads the request body (bounded in size, buffer space and
+// time), masks it (bounded in time), starts its record and forwards it.
 func (d *decrypter) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	info, _ := r.Context().Value(connInfoKey{}).(*connInfo)
 	if info == nil {
 		writeAPIError(w, http.StatusMisdirectedRequest, "promptrail_no_connection", "promptrail: request on an unknown connection")
 		return
 	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, d.cfg.MaxRequestBody+1))
-	size := int64(len(body))
-	tooLarge := size > d.cfg.MaxRequestBody
+	mem := d.mem.hold()
+	defer mem.release()
+	tooLarge := r.ContentLength > d.cfg.MaxRequestBody
 	var (
+		body      []byte
+		err       error
 		findings  []audit.Finding
 		blockBy   string
 		decodeErr error
 	)
-	if err == nil && !tooLarge {
-		// A compressed body is decoded (bounded by the same limit) and
-		// forwarded decoded, so that it can be masked and recorded; what
-		// cannot be decoded is never forwarded, nor kept in the record.
-		body, decodeErr = decodeRequest(r, body, d.cfg.MaxRequestBody)
+	if !tooLarge {
+		body, err = d.readRequest(w, r, mem)
 	}
+	size := max(int64(len(body)), r.ContentLength)
+	tooLarge = tooLarge || size > d.cfg.MaxRequestBody
+	if tooLarge || isMemBudget(err) {
+		drainBody(w, r, d.cfg.BodyReadTimeout, d.cfg.MaxRequestBody)
+	}
+	if err == nil && !tooLarge {
+		// A compressed body is decoded (bounded by the same limit, its
+		// growth charged to the budget) and forwarded decoded, so that it
+		// can be masked and recorded; what cannot be decoded is never
+		// forwarded, nor kept in the record.
+		raw := len(body)
+		body, decodeErr = decodeRequest(r, body, d.cfg.MaxRequestBody)
+		if grown := int64(len(body) - raw); decodeErr == nil && grown > 0 {
+			err = mem.grow(r.Context(), grown*bodyCharge)
+		}
+	}
+	recorded := body
 	if d.cfg.Masker != nil {
 		// Masked before anything else sees it: the record and the upstream
-		// get the same, masked, query and body.
+		// get the same, masked, query and body; a body that was not masked
+		// is not recorded.
 		findings = maskQuery(d.cfg.Masker, r.URL)
+		recorded = nil
 		if err == nil && !tooLarge && decodeErr == nil {
 			var bfs []audit.Finding
-			body, bfs, decodeErr = maskRequest(d.cfg.Masker, r, body)
+			body, bfs, decodeErr, err = d.maskRequest(r, body)
 			findings = append(findings, bfs...)
+			if err == nil && decodeErr == nil {
+				recorded = body
+			}
 		}
 		// What goes upstream decides; the command line (below) does not.
 		blockBy = blockingRule(findings)
@@ -236,7 +294,7 @@ func (d *decrypter) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	who, late := d.workload(info)
 	who, wfs := d.maskWorkload(who)
 	findings = append(findings, wfs...)
-	ex := d.cfg.Recorder.Begin(r, body, int64(len(body)), d.connection(r, info), who)
+	ex := d.cfg.Recorder.Begin(r, recorded, size, d.connection(r, info), who)
 	if late != nil {
 		ex.FillWorkloadLater(func() (audit.Workload, bool) {
 			w, ok := late()
@@ -245,11 +303,25 @@ func (d *decrypter) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		})
 	}
 	ex.AddFindings(findings...)
+	var be *budgetError
 	switch {
 	case blockBy != "":
 		ex.Block(http.StatusForbidden, blockBy)
 		writeAPIError(w, http.StatusForbidden, "promptrail_blocked",
 			fmt.Sprintf("promptrail: the request contains a secret that rule %s blocks; nothing was sent", blockBy))
+		return
+	case errors.As(err, &be):
+		d.cfg.Logger.Warn("request refused: budget hit", "code", be.code, "id", ex.ID(), "client", info.client.String(), "size", size)
+		d.budgetHit(be.code)
+		ex.Reject(be.status, be.msg)
+		if be.status == http.StatusServiceUnavailable {
+			w.Header().Set("Retry-After", "1")
+		}
+		writeAPIError(w, be.status, be.code, be.msg)
+		// Sent now: an HTTP/2 server resets a stream whose body is unread
+		// when the handler returns, and a reset that overtakes the answer
+		// leaves the client with a broken stream instead of the error.
+		http.NewResponseController(w).Flush()
 		return
 	case err != nil:
 		ex.Reject(http.StatusBadRequest, "reading the request body: "+err.Error())
@@ -276,7 +348,7 @@ func (d *decrypter) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
-	ctx = context.WithValue(ctx, exchangeKey{}, &exchangeCtx{ex: ex, cancel: cancel, info: info})
+	ctx = context.WithValue(ctx, exchangeKey{}, &exchangeCtx{ex: ex, cancel: cancel, info: info, mem: mem})
 	if info.origin != nil {
 		ctx = withDialTarget(ctx, info.origin.Dst)
 	}
@@ -284,6 +356,42 @@ func (d *decrypter) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	out.Body = io.NopCloser(bytes.NewReader(body))
 	out.ContentLength = int64(len(body))
 	d.rp.ServeHTTP(w, out)
+}
+
+// readRequest reads the request body within the body read timeout, its
+// buffer reserved from the in-flight budget. A timeout or a full budget is
+// a *budgetError.
+func (d *decrypter) readRequest(w http.ResponseWriter, r *http.Request, mem *memHold) ([]byte, error) {
+	rc := http.NewResponseController(w)
+	// net/http bounds the headers (ReadHeaderTimeout) but not the body: a
+	// client sending one byte at a time would hold the handler forever.
+	timed := rc.SetReadDeadline(time.Now().Add(d.cfg.BodyReadTimeout)) == nil
+	body, err := readBody(r.Context(), r.Body, mem, r.ContentLength, d.cfg.MaxRequestBody)
+	if timed && err == nil {
+		// After a failed read the deadline stays: net/http drains an
+		// unread HTTP/1.1 body before it answers, and must not wait.
+		rc.SetReadDeadline(time.Time{})
+	}
+	if deadlineExpired(err) {
+		return body, errBodyTimeout(d.cfg.BodyReadTimeout)
+	}
+	return body, err
+}
+
+// maskRequest masks a request body within the mask timeout; over it, the
+// error is a *budgetError and the body must not be forwarded.
+func (d *decrypter) maskRequest(r *http.Request, body []byte) (masked []byte, fs []audit.Finding, decodeErr, err error) {
+	ctx, cancel := context.WithTimeout(r.Context(), d.cfg.MaskTimeout)
+	defer cancel()
+	m, stopped := d.cfg.Masker.Bounded(ctx)
+	masked, fs, decodeErr = maskRequest(m, r, body)
+	if err := stopped(); err != nil {
+		if r.Context().Err() != nil {
+			return nil, nil, nil, fmt.Errorf("masking the request: the client is gone: %w", err)
+		}
+		return nil, nil, nil, errMaskBudget(d.cfg.MaskTimeout, "request")
+	}
+	return masked, fs, decodeErr, nil
 }
 
 // spool puts the request's record on durable record before anything goes
@@ -344,7 +452,7 @@ func (d *decrypter) modifyResponse(resp *http.Response) error {
 		return err
 	}
 	if d.cfg.Masker != nil {
-		if err := maskResponse(d.cfg.Masker, resp, ec.ex.Endpoint(), d.cfg.MaxMaskedBody); err != nil {
+		if err := maskResponse(d.cfg.Masker, resp, ec.ex.Endpoint(), wholeBudget{limit: d.cfg.MaxMaskedBody, mem: ec.mem, maskTimeout: d.cfg.MaskTimeout}); err != nil {
 			return err
 		}
 	}
@@ -356,8 +464,16 @@ func (d *decrypter) modifyResponse(resp *http.Response) error {
 // records it: 504 for timeouts, 502 otherwise.
 func (d *decrypter) upstreamError(w http.ResponseWriter, r *http.Request, err error) {
 	status, code := http.StatusBadGateway, "promptrail_upstream_unreachable"
-	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
+	msg := "promptrail: the upstream API could not be reached: " + err.Error()
+	var (
+		ne net.Error
+		be *budgetError
+	)
+	switch {
+	case errors.As(err, &be):
+		status, code, msg = be.status, be.code, be.msg
+		d.budgetHit(be.code)
+	case errors.As(err, &ne) && ne.Timeout():
 		status, code = http.StatusGatewayTimeout, "promptrail_upstream_timeout"
 	}
 	if ec, ok := r.Context().Value(exchangeKey{}).(*exchangeCtx); ok {
@@ -367,7 +483,10 @@ func (d *decrypter) upstreamError(w http.ResponseWriter, r *http.Request, err er
 		return // the client is gone; nobody to answer
 	}
 	d.cfg.Logger.Warn("upstream request failed", "host", r.Host, "path", r.URL.Path, "err", err)
-	writeAPIError(w, status, code, "promptrail: the upstream API could not be reached: "+err.Error())
+	if status == http.StatusServiceUnavailable {
+		w.Header().Set("Retry-After", "1")
+	}
+	writeAPIError(w, status, code, msg)
 }
 
 func (d *decrypter) connection(r *http.Request, info *connInfo) audit.Connection {

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"context"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -15,6 +16,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/promptrail/promptrail/agent/mask"
@@ -83,33 +85,51 @@ func auditFindings(fs []mask.Finding) []audit.Finding {
 	return out
 }
 
+// wholeBudget bounds a response body masked whole: its size, the
+// in-flight bytes it holds, the time its masking takes.
+type wholeBudget struct {
+	limit       int64
+	mem         *memHold
+	maskTimeout time.Duration
+}
+
 // maskResponse replaces resp.Body with a masked one: JSON bodies are read
 // whole (bounded) and masked; event streams are masked as they flow.
-func maskResponse(m *mask.Masker, resp *http.Response, ep openai.Endpoint, limit int64) error {
+func maskResponse(m *mask.Masker, resp *http.Response, ep openai.Endpoint, wb wholeBudget) error {
 	mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
 	if mt == "text/event-stream" {
 		resp.Body = newMaskedSSE(resp.Body, ep, m)
 		return nil
 	}
-	return maskWhole(m, resp, mt, limit)
+	return maskWhole(m, resp, mt, wb)
 }
 
 // maskWhole masks a non-stream body: JSON on its decoded strings when it
-// fits in limit, else (and for other types) as text through a stream
+// fits in the limit, else (and for other types) as text through a stream
 // masker, so an arbitrarily large body is still never passed unmasked.
-func maskWhole(m *mask.Masker, resp *http.Response, mt string, limit int64) error {
-	b, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
-	if err != nil {
+func maskWhole(m *mask.Masker, resp *http.Response, mt string, wb wholeBudget) error {
+	ctx := resp.Request.Context()
+	b, err := readBody(ctx, resp.Body, wb.mem, resp.ContentLength, wb.limit)
+	// No room in the budget to hold it whole: masked as text as it flows,
+	// as a body over the limit is.
+	noRoom := isMemBudget(err)
+	if err != nil && !noRoom {
 		return fmt.Errorf("reading the response to mask it: %w", err)
 	}
-	if int64(len(b)) > limit || (mt != "application/json" && !strings.HasSuffix(mt, "+json")) {
+	if noRoom || int64(len(b)) > wb.limit || (mt != "application/json" && !strings.HasSuffix(mt, "+json")) {
 		resp.Body = newMaskedText(m, io.MultiReader(bytes.NewReader(b), resp.Body), resp.Body)
 		resp.ContentLength = -1
 		resp.Header.Del("Content-Length")
 		return nil
 	}
 	resp.Body.Close()
-	masked, fs, _ := m.JSON("response", b) // invalid JSON comes back masked as text
+	ctx, cancel := context.WithTimeout(ctx, wb.maskTimeout)
+	defer cancel()
+	bm, stopped := m.Bounded(ctx)
+	masked, fs, _ := bm.JSON("response", b) // invalid JSON comes back masked as text
+	if err := stopped(); err != nil {
+		return fmt.Errorf("%w (%w)", errMaskBudget(wb.maskTimeout, "response"), err)
+	}
 	resp.Body = &maskedBody{Reader: bytes.NewReader(masked), findings: auditFindings(fs)}
 	resp.ContentLength = int64(len(masked))
 	resp.Header.Set("Content-Length", strconv.Itoa(len(masked)))

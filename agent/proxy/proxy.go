@@ -63,6 +63,13 @@ type Config struct {
 	// that is not a target), ClassNoSNI (a hello without one) or
 	// ClassNotTLS. Nil: every such connection is spliced.
 	Undecrypted func(dst netip.AddrPort, class string) (splice bool)
+	// MaxConnsPerWorkload caps the concurrent redirected connections of
+	// one client cgroup; connections over it are closed at once (and
+	// logged). Zero: 256.
+	MaxConnsPerWorkload int
+	// OnConnCap, if set, is called for each connection closed because its
+	// workload's cap was reached.
+	OnConnCap func()
 }
 
 // Classes of connections that are not decrypted.
@@ -80,6 +87,7 @@ type Server struct {
 	listeners []net.Listener
 	dialer    net.Dialer
 	decrypt   *decrypter
+	perCgroup *connLimiter
 
 	wg    sync.WaitGroup
 	mu    sync.Mutex
@@ -120,7 +128,11 @@ func New(cfg Config) (*Server, error) {
 	if cfg.HelloTimeout == 0 {
 		cfg.HelloTimeout = 10 * time.Second
 	}
-	s := &Server{cfg: cfg, listeners: cfg.Listeners, conns: map[net.Conn]struct{}{}}
+	if cfg.MaxConnsPerWorkload == 0 {
+		cfg.MaxConnsPerWorkload = defaultMaxConnsPerWorkload
+	}
+	s := &Server{cfg: cfg, listeners: cfg.Listeners, conns: map[net.Conn]struct{}{},
+		perCgroup: newConnLimiter(cfg.MaxConnsPerWorkload)}
 	s.dialer = net.Dialer{Timeout: cfg.DialTimeout, Control: cfg.Control}
 	if cfg.Decrypt != nil {
 		if cfg.DecryptName == nil {
@@ -227,6 +239,12 @@ func (s *Server) handle(ctx context.Context, c *net.TCPConn) {
 		return
 	}
 	log := s.cfg.Logger.With(originAttrs(client, o)...)
+	release := s.admit(o, log)
+	if release == nil {
+		c.Close()
+		return
+	}
+	defer func() { release() }() // unless a decrypted connection took it over
 	c.SetReadDeadline(time.Now().Add(s.cfg.HelloTimeout))
 	raw, hello, herr := readClientHello(c)
 	c.SetReadDeadline(time.Time{})
@@ -243,7 +261,8 @@ func (s *Server) handle(ctx context.Context, c *net.TCPConn) {
 	v := s.verdict(o.Dst, raw, hello, herr)
 	if v.action == actionDecrypt {
 		log.Info("connection decrypted", "sni", hello.RawServerName, "alpn_offered", hello.ALPN)
-		s.decrypt.serve(&helloConn{TCPConn: c, pending: raw}, info)
+		s.decrypt.serve(releaseOnClose(&helloConn{TCPConn: c, pending: raw}, release), info)
+		release = func() {}
 		return
 	}
 	defer c.Close()

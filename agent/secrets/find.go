@@ -3,6 +3,9 @@ package secrets
 import (
 	"bytes"
 	"cmp"
+	"context"
+	"errors"
+	"fmt"
 	"math"
 	"slices"
 	"strings"
@@ -38,12 +41,28 @@ const (
 // (gitleaks' global and per-rule allowlists included; gitleaks:allow
 // comments are not honoured).
 func (e *Engine) Find(text []byte) []Match {
+	ms, _ := e.FindContext(context.Background(), text)
+	return ms
+}
+
+// ErrBudget is wrapped by the error FindContext returns when its context
+// ends before the search does.
+var ErrBudget = errors.New("secrets: search stopped before the end of the text")
+
+// FindContext is Find, stopped when ctx is done: text crafted to be dense
+// with keywords (a body of nothing but "key=" bait) makes the regexes run
+// at every hit, and a caller bounds that time with a deadline. On a
+// stopped search it returns no matches and an error wrapping ErrBudget
+// and the context's error: what was searched so far is not a complete
+// answer, so the caller must not treat the text as clean.
+func (e *Engine) FindContext(ctx context.Context, text []byte) ([]Match, error) {
 	if len(text) == 0 {
-		return nil
+		return nil, nil
 	}
 	sc := e.scratch.Get().(*scratch)
-	defer e.scratch.Put(sc)
+	defer e.putScratch(sc)
 	hits := e.collectHits(text, sc)
+	st := stopper{done: ctx.Done()}
 	var out []Match
 	for i := 0; i < len(hits); {
 		j := i + 1
@@ -51,13 +70,48 @@ func (e *Engine) Find(text []byte) []Match {
 			j++
 		}
 		if c := e.comps[hits[i].comp]; c.near {
-			out = e.findNear(text, c, hits[i:j], out)
+			out = e.findNear(text, c, hits[i:j], out, &st)
 		} else {
-			out = e.findSplit(text, c, hits[i:j], out)
+			out = e.findSplit(text, c, hits[i:j], out, &st)
+		}
+		if st.stopped {
+			return nil, fmt.Errorf("%w: %w", ErrBudget, context.Cause(ctx))
 		}
 		i = j
 	}
-	return resolve(out)
+	return resolve(out), nil
+}
+
+// maxPooledHits bounds the hits a pooled scratch keeps room for: a text
+// dense with keywords (9 MB of bait has a million hits) must not leave
+// tens of megabytes behind in the pool after it is done.
+const maxPooledHits = 64 << 10
+
+func (e *Engine) putScratch(sc *scratch) {
+	if cap(sc.keys) > maxPooledHits || cap(sc.hits) > maxPooledHits {
+		sc.keys, sc.hits = nil, nil
+	}
+	e.scratch.Put(sc)
+}
+
+// stopper tells the search loops that the caller's context is done. The
+// loops ask at every keyword hit or regex match: a non-blocking receive,
+// nothing when the context can never end.
+type stopper struct {
+	done    <-chan struct{}
+	stopped bool
+}
+
+func (s *stopper) stop() bool {
+	if s.done == nil {
+		return false
+	}
+	select {
+	case <-s.done:
+		s.stopped = true
+	default:
+	}
+	return s.stopped
 }
 
 // collectHits appends the keyword hits of every component, sorted by
@@ -90,7 +144,7 @@ func (e *Engine) collectHits(text []byte, sc *scratch) []hit {
 // K·S has no longest match (a private key, a JWT), a filter may read up to
 // the end of a long run of its bytes at every hit: once they have read
 // more than a few times the text, the rest is searched linearly instead.
-func (e *Engine) findSplit(text []byte, c *component, hits []hit, out []Match) []Match {
+func (e *Engine) findSplit(text []byte, c *component, hits []hit, out []Match, st0 *stopper) []Match {
 	r := c.rule
 	st := newScanState(c)
 	// Where K·S has no longest match, a filter may read far at each hit:
@@ -99,12 +153,15 @@ func (e *Engine) findSplit(text []byte, c *component, hits []hit, out []Match) [
 	var groups []int
 	pos := 0
 	for _, h := range hits {
+		if st0.stop() {
+			return out
+		}
 		if h.start < pos || !c.present(text, h.start, st) {
 			continue
 		}
 		ok, read := c.passLong(text, h.start, st)
 		if budget -= read; budget < 0 {
-			return e.findLinear(text, r, c.lowStart(text, h.start, pos), out)
+			return e.findLinear(text, r, c.lowStart(text, h.start, pos), out, st0)
 		}
 		if !ok {
 			continue
@@ -122,9 +179,9 @@ func (e *Engine) findSplit(text []byte, c *component, hits []hit, out []Match) [
 
 // findLinear reports the matches of r in text from lo on, searching once
 // from left to right (as gitleaks does).
-func (e *Engine) findLinear(text []byte, r *rule, lo int, out []Match) []Match {
+func (e *Engine) findLinear(text []byte, r *rule, lo int, out []Match, st *stopper) []Match {
 	var groups []int
-	for pos := lo; pos <= len(text); {
+	for pos := lo; pos <= len(text) && !st.stop(); {
 		var a, b int
 		a, b, groups = r.searchFrom(text, pos, len(text), groups)
 		if a < 0 {
@@ -256,9 +313,9 @@ func (r *rule) searchFrom(text []byte, pos, end int, groups []int) (int, int, []
 
 // findNear evaluates a near component: matches within nearGap bytes of a
 // keyword hit.
-func (e *Engine) findNear(text []byte, c *component, hits []hit, out []Match) []Match {
+func (e *Engine) findNear(text []byte, c *component, hits []hit, out []Match, st *stopper) []Match {
 	r := c.rule
-	for i := 0; i < len(hits); {
+	for i := 0; i < len(hits) && !st.stop(); {
 		zlo, zhi := max(0, hits[i].start-nearGap), min(len(text), hits[i].end+nearGap)
 		j := i + 1
 		for ; j < len(hits) && hits[j].start-nearGap <= zhi; j++ {
@@ -277,7 +334,7 @@ func (e *Engine) findNear(text []byte, c *component, hits []hit, out []Match) []
 		}
 		end = min(len(text), end+1)
 		var groups []int
-		for pos := lo; pos <= zhi; {
+		for pos := lo; pos <= zhi && !st.stop(); {
 			var a, b int
 			a, b, groups = r.search(text, pos, end, groups)
 			if a < 0 || a > zhi {

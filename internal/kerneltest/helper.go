@@ -108,6 +108,39 @@ var helpers = map[string]func(args []string) Result{
 	// socket of the helper's own on TO, and receive it there, as a
 	// workload can to teach the agent targets.
 	"dns-forge": func(a []string) Result { return withErr(Result{}, forgeDNSAnswer(a[0], a[1], a[2], a[3])) },
+	// hold-conns ADDR N WAIT: open N connections that send nothing, wait
+	// WAIT, and count those still open (OK) and those the peer closed
+	// (Reply "closed K").
+	"hold-conns": func(a []string) Result {
+		n, _ := strconv.Atoi(a[1])
+		wait, _ := time.ParseDuration(a[2])
+		var conns []net.Conn
+		defer func() {
+			for _, c := range conns {
+				c.Close()
+			}
+		}()
+		for range n {
+			c, err := net.DialTimeout("tcp", a[0], 5*time.Second)
+			if err != nil {
+				return withErr(Result{}, err)
+			}
+			conns = append(conns, c)
+		}
+		time.Sleep(wait)
+		r, closed := Result{}, 0
+		for _, c := range conns {
+			c.SetReadDeadline(time.Now().Add(10 * time.Millisecond))
+			var ne net.Error
+			if _, err := c.Read(make([]byte, 1)); errors.As(err, &ne) && ne.Timeout() {
+				r.OK++
+			} else {
+				closed++
+			}
+		}
+		r.Reply = fmt.Sprintf("closed %d", closed)
+		return r
+	},
 	// resolve SERVER NAME: look NAME up (IPv4) at the DNS server SERVER.
 	"resolve": func(a []string) Result {
 		res := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {

@@ -47,6 +47,9 @@ type agentFlags struct {
 	otherSNI, noSNI                                      *settings.List
 	captureDNS                                           *bool
 	heartbeat, upstreamIdle, helloTimeout                *durationFlag
+	bodyReadTimeout, maskTimeout                         *durationFlag
+	maxInflight                                          *sizeFlag
+	maxConnsPerWorkload                                  *int
 	log                                                  logFlags
 }
 
@@ -109,6 +112,12 @@ func addAgentFlags(fs *flag.FlagSet, dataDir string, failMode intercept.FailMode
 	fs.Var(f.dnsServers, "dns-server", "`ip` of a resolver besides --resolv-conf's nameservers whose answers teach target addresses, repeatable: the cluster DNS service (e.g. 10.96.0.10), a node-local cache (169.254.20.10)")
 	fs.Var(f.cidrs, "target-cidr", "`prefix` whose addresses are targets on the target ports, repeatable")
 	fs.Var(f.listen, "proxy-listen", "`ip:port` the proxy listens on, repeatable: loopback serves the host's network namespace,\nthe first non-loopback address of a family serves pods (the node IP in a DaemonSet)")
+	f.maxInflight = &sizeFlag{n: 256 << 20}
+	fs.Var(f.maxInflight, "max-inflight-bytes", "`size` of the node-wide buffer for request and response bodies in flight (each charged three times: body, masked copy, parsed text); a request that finds it full within 2s gets 503")
+	f.bodyReadTimeout, f.maskTimeout = &durationFlag{}, &durationFlag{}
+	fs.Var(f.bodyReadTimeout, "body-read-timeout", "answer 408 to a request whose body has not arrived whole after this `long` (default 30s)")
+	fs.Var(f.maskTimeout, "mask-timeout", "longest `time` the search for secrets in one body may take; a request over it gets 413, a response 502, neither is passed on (default 2s)")
+	f.maxConnsPerWorkload = fs.Int("max-conns-per-workload", 256, "concurrent connections one client cgroup may hold to the proxy; more are closed at once")
 	fs.Var(f.heartbeat, "heartbeat-timeout", "fail-closed: refuse connects to targets when the agent is silent this `long` (default 5s)")
 	return f
 }
@@ -121,6 +130,9 @@ func (f agentFlags) agentConfig() (agent.Config, error) {
 	mark, err := strconv.ParseUint(*f.mark, 0, 32)
 	if err != nil || mark == 0 {
 		return agent.Config{}, fmt.Errorf("--socket-mark %q: want a non-zero 32-bit number", *f.mark)
+	}
+	if *f.maxConnsPerWorkload < 1 {
+		return agent.Config{}, fmt.Errorf("--max-conns-per-workload %d: want at least 1", *f.maxConnsPerWorkload)
 	}
 	return agent.Config{
 		DataDir:          *f.dataDir,
@@ -149,6 +161,10 @@ func (f agentFlags) agentConfig() (agent.Config, error) {
 		MaxBody:             *f.maxBody,
 		MaxRequestBody:      *f.maxRequestBody,
 		UpstreamIdleTimeout: f.upstreamIdle.d,
+		MaxInflightBytes:    f.maxInflight.n,
+		BodyReadTimeout:     f.bodyReadTimeout.d,
+		MaskTimeout:         f.maskTimeout.d,
+		MaxConnsPerWorkload: *f.maxConnsPerWorkload,
 		Mask: agent.MaskConfig{Disabled: *f.noMask, RulesFile: *f.maskRules,
 			DisableRules: f.maskDisable.Values(), BlockRules: f.maskBlock.Values()},
 		Collector:         *f.collector,
