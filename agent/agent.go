@@ -223,6 +223,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("agent: %w", err)
 	}
 	plan.undecrypted.set = set // before Serve: host rules see the set from the first connection
+	set.ApplyNow()             // configured CIDRs and IPs are intercepted once "agent running" is said
 	log.Info("agent running", "targets", cfg.targetList(), "target_cidrs", cfg.TargetCIDRs, "proxy_listen", listen.all,
 		"cgroup_root", cfg.CgroupRoot, "data_dir", cfg.DataDir, "dns_sources", sources.Addrs())
 	return supervise(ctx, log, parts{in: in, srv: srv, set: set, dns: cfg.CaptureDNS, untrustedDNS: untrustedDNS, explicit: explicit})

@@ -133,6 +133,12 @@ func (s *Set) ExpireNow() {
 	s.sync()
 }
 
+// ApplyNow sends the entries the set holds now (the static ones, before
+// Run) to the Applier, so that a caller can report itself running only
+// once configured CIDRs and IPs are intercepted. Run does the same first
+// thing; calling both is harmless.
+func (s *Set) ApplyNow() { s.sync() }
+
 // sync sends the difference between the set and what the Applier holds.
 func (s *Set) sync() {
 	s.applyMu.Lock()
