@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -34,11 +35,11 @@ func withDialTarget(ctx context.Context, dst netip.AddrPort) context.Context {
 	return context.WithValue(ctx, dialTargetKey{}, dst)
 }
 
-// NewUpstreamTransport returns the one transport the proxy uses upstream:
+// NewUpstreamTransport returns the transport the proxy uses upstream:
 // certificates verified against the system roots plus ExtraCAs, the
 // request's host name as SNI, HTTP/2 when the API offers it, and pooled
-// connections.
-func NewUpstreamTransport(cfg UpstreamConfig) (*http.Transport, error) {
+// connections, one pool per original destination (see Upstream).
+func NewUpstreamTransport(cfg UpstreamConfig) (*Upstream, error) {
 	roots, err := x509.SystemCertPool()
 	if err != nil {
 		roots = x509.NewCertPool()
@@ -56,7 +57,7 @@ func NewUpstreamTransport(cfg UpstreamConfig) (*http.Transport, error) {
 		cfg.ResponseHeaderTimeout = 10 * time.Minute
 	}
 	dialer := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second, Control: cfg.Control}
-	return &http.Transport{
+	base := &http.Transport{
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			if dst, ok := ctx.Value(dialTargetKey{}).(netip.AddrPort); ok {
 				addr = dst.String()
@@ -70,5 +71,75 @@ func NewUpstreamTransport(cfg UpstreamConfig) (*http.Transport, error) {
 		TLSHandshakeTimeout:   10 * time.Second,
 		ExpectContinueTimeout: time.Second,
 		ResponseHeaderTimeout: cfg.ResponseHeaderTimeout,
-	}, nil
+	}
+	return &Upstream{base: base, byDst: map[netip.AddrPort]*dstTransport{}, max: maxDestinations}, nil
+}
+
+// maxDestinations bounds the pools kept: the least recently used one
+// beyond it is closed once idle. Target host names have a few addresses
+// each; a CIDR target may have many.
+const maxDestinations = 256
+
+// Upstream keeps one pooled *http.Transport per original destination.
+// http.Transport pools connections by the URL's host, which is the
+// server name: with one transport, a connection dialled to the address
+// one client chose could carry the request of another client that chose
+// another address of the same name, and its record would name the wrong
+// destination.
+type Upstream struct {
+	base  *http.Transport // requests without a kernel destination (explicit mode)
+	mu    sync.Mutex
+	byDst map[netip.AddrPort]*dstTransport
+	max   int
+	tick  uint64
+}
+
+type dstTransport struct {
+	t    *http.Transport
+	used uint64
+}
+
+// RoundTrip sends req over the pool of its original destination.
+func (u *Upstream) RoundTrip(req *http.Request) (*http.Response, error) {
+	dst, ok := req.Context().Value(dialTargetKey{}).(netip.AddrPort)
+	if !ok {
+		return u.base.RoundTrip(req)
+	}
+	return u.transport(dst).RoundTrip(req)
+}
+
+func (u *Upstream) transport(dst netip.AddrPort) *http.Transport {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.tick++
+	if d, ok := u.byDst[dst]; ok {
+		d.used = u.tick
+		return d.t
+	}
+	if len(u.byDst) >= u.max {
+		var oldest netip.AddrPort
+		var at uint64 = ^uint64(0)
+		for k, d := range u.byDst {
+			if d.used < at {
+				oldest, at = k, d.used
+			}
+		}
+		// Requests in flight on it finish; its idle connections go now,
+		// the rest when they are done (IdleConnTimeout).
+		u.byDst[oldest].t.CloseIdleConnections()
+		delete(u.byDst, oldest)
+	}
+	d := &dstTransport{t: u.base.Clone(), used: u.tick}
+	u.byDst[dst] = d
+	return d.t
+}
+
+// CloseIdleConnections closes the idle connections of every pool.
+func (u *Upstream) CloseIdleConnections() {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.base.CloseIdleConnections()
+	for _, d := range u.byDst {
+		d.t.CloseIdleConnections()
+	}
 }
