@@ -190,7 +190,8 @@ func Run(ctx context.Context, cfg Config) error {
 	var origins lateOrigins
 	srv, err := proxy.New(proxy.Config{Listeners: lns, Origins: &origins, Control: socks.Control, Logger: log,
 		Decrypt: decrypt, DecryptName: plan.isHost, Undecrypted: plan.undecrypted.splice, HelloTimeout: cfg.HelloTimeout,
-		MaxConnsPerWorkload: cfg.MaxConnsPerWorkload, OnConnCap: func() { pipe.onBudgetHit("promptrail_conn_cap") }})
+		MaxConnsPerWorkload: cfg.MaxConnsPerWorkload, OnConnCap: func() { pipe.onBudgetHit("promptrail_conn_cap") },
+		PeerOrigin: peerOrigin(ident)})
 	if err != nil {
 		closeAll(lns)
 		return err

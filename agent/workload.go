@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"strings"
 
@@ -81,5 +82,13 @@ func cgroupMountIn(mountinfo, dir string) string {
 func identify(r *identity.Resolver) func(context.Context, intercept.Origin) audit.Workload {
 	return func(ctx context.Context, o intercept.Origin) audit.Workload {
 		return r.Resolve(ctx, identity.Origin{CgroupID: o.CgroupID, PID: o.TGID, UID: o.UID, GID: o.GID, Comm: o.Comm})
+	}
+}
+
+// peerOrigin finds the local process behind an explicit-proxy client.
+func peerOrigin(r *identity.Resolver) func(client, server netip.AddrPort) (intercept.Origin, error) {
+	return func(client, server netip.AddrPort) (intercept.Origin, error) {
+		o, err := r.PeerOrigin(client, server)
+		return intercept.Origin{PID: o.PID, TGID: o.PID, UID: o.UID, GID: o.GID, CgroupID: o.CgroupID, Comm: o.Comm}, err
 	}
 }

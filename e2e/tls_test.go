@@ -232,10 +232,15 @@ func TestTLSInterceptionWithRealClients(t *testing.T) {
 	t.Run("explicit-proxy", func(t *testing.T) {
 		out, _ := n.run(t, []string{envGoClient + "=chat-stream", "SSL_CERT_FILE=" + n.agentCA,
 			"HTTPS_PROXY=http://127.0.0.1:15111"}, self)
-		decodeClient(t, out)
+		res := decodeClient(t, out)
 		r := n.record(t, "explicit proxy", func(r *audit.Record) bool { return r.Connection.Mode == "explicit" })
 		if r.Response == nil || len(r.Response.Choices) == 0 || r.Response.Choices[0].Content != reply || r.Connection.SNI != "api.openai.com" {
 			t.Fatalf("explicit-proxy record: %+v", r)
+		}
+		// No kernel origin here: the agent found the client's process
+		// behind its loopback socket.
+		if r.Workload.PID != uint32(res.PID) || float64(r.Workload.CgroupID) != cgroupID(t, n.client) || r.Workload.Kind == "unknown" {
+			t.Errorf("explicit-proxy workload %+v, want the client (pid %d, cgroup %s)", r.Workload, res.PID, n.client)
 		}
 	})
 

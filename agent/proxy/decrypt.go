@@ -95,6 +95,9 @@ type connInfo struct {
 	client netip.AddrPort
 	sni    string
 	origin *intercept.Origin // nil in explicit mode
+	// peer is, in explicit mode, the local process found behind the
+	// client's socket (Config.PeerOrigin): who, but no destination.
+	peer *intercept.Origin
 	ident  *identity         // nil when nothing resolves identities
 }
 
@@ -505,10 +508,13 @@ func (d *decrypter) connection(r *http.Request, info *connInfo) audit.Connection
 // within IdentifyWait, else the kernel's process facts and a function
 // that yields the identity once it has arrived.
 func (d *decrypter) workload(info *connInfo) (audit.Workload, func() (audit.Workload, bool)) {
-	if info.origin == nil {
+	o := info.origin
+	if o == nil {
+		o = info.peer
+	}
+	if o == nil {
 		return audit.Workload{Kind: "unknown"}, nil
 	}
-	o := info.origin
 	base := audit.Workload{Kind: "process", PID: o.TGID, UID: o.UID, GID: o.GID, Comm: o.Comm, CgroupID: o.CgroupID}
 	id := info.ident
 	if id == nil {

@@ -41,12 +41,29 @@ func (s *Server) explicit(w http.ResponseWriter, r *http.Request) {
 		name = h
 	}
 	name = normalizeServerName(name)
+	info := &connInfo{mode: "explicit", client: client, sni: name}
+	if s.cfg.PeerOrigin != nil {
+		la, _ := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
+		server := netip.AddrPort{}
+		if la != nil {
+			server, _ = netip.ParseAddrPort(la.String())
+		}
+		if o, err := s.cfg.PeerOrigin(client, server); err == nil {
+			info.peer = &o
+			log = log.With("pid", o.TGID, "comm", o.Comm, "cgroup_id", o.CgroupID)
+			if s.decrypt != nil && s.decrypt.cfg.Identify != nil {
+				info.ident = startIdentify(s.decrypt.cfg.Identify, o)
+			}
+		} else {
+			log.Debug("explicit proxy: client process not found", "err", err)
+		}
+	}
 	target := r.Method == http.MethodConnect && s.decrypt != nil && validHostName(name) && s.cfg.DecryptName(name)
 	if !target {
 		why := "explicit proxy: only CONNECT to a target host is allowed"
 		if s.decrypt != nil {
 			conn := audit.Connection{Mode: "explicit", Client: client.String(), OrigDst: r.Host}
-			s.beginConnection(&connInfo{mode: "explicit", client: client}, conn).Refuse("not-a-target", why+"; "+r.Method+" "+r.RequestURI)
+			s.beginConnection(info, conn).Refuse("not-a-target", why+"; "+r.Method+" "+r.RequestURI)
 		}
 		log.Warn("explicit proxy: refused", "reason", why)
 		writeAPIError(w, http.StatusForbidden, "promptrail_not_a_target", "promptrail: "+why)
@@ -74,5 +91,5 @@ func (s *Server) explicit(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	log.Info("explicit proxy: connection decrypted")
-	s.decrypt.serve(c, &connInfo{mode: "explicit", client: client, sni: name})
+	s.decrypt.serve(c, info)
 }

@@ -58,6 +58,10 @@ type Config struct {
 	// HelloTimeout bounds the wait for a client's whole ClientHello. Zero:
 	// 10s.
 	HelloTimeout time.Duration
+	// PeerOrigin, if set, finds the local process behind an explicit-proxy
+	// client's connection (client and server as the proxy sees them), so
+	// that its records name a workload; the kernel gives no origin there.
+	PeerOrigin func(client, server netip.AddrPort) (intercept.Origin, error)
 	// Undecrypted decides whether a connection that is not decrypted is
 	// spliced (true) or refused: class is ClassOtherSNI (a server name
 	// that is not a target), ClassNoSNI (a hello without one) or
