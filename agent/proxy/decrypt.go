@@ -97,8 +97,8 @@ type connInfo struct {
 	origin *intercept.Origin // nil in explicit mode
 	// peer is, in explicit mode, the local process found behind the
 	// client's socket (Config.PeerOrigin): who, but no destination.
-	peer *intercept.Origin
-	ident  *identity         // nil when nothing resolves identities
+	peer  *intercept.Origin
+	ident *identity // nil when nothing resolves identities
 }
 
 // identity is the workload resolution of a connection, in flight or done.
