@@ -249,55 +249,10 @@ func (d *decrypter) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	mem := d.mem.hold()
 	defer mem.release()
-	tooLarge := r.ContentLength > d.cfg.MaxRequestBody
-	var (
-		body      []byte
-		err       error
-		findings  []audit.Finding
-		blockBy   string
-		decodeErr error
-	)
-	if !tooLarge {
-		body, err = d.readRequest(w, r, mem)
-	}
-	size := max(int64(len(body)), r.ContentLength)
-	tooLarge = tooLarge || size > d.cfg.MaxRequestBody
-	if tooLarge || isMemBudget(err) {
-		drainBody(w, r, d.cfg.BodyReadTimeout, d.cfg.MaxRequestBody)
-	}
-	if err == nil && !tooLarge {
-		// A compressed body is decoded (bounded by the same limit, its
-		// growth charged to the budget) and forwarded decoded, so that it
-		// can be masked and recorded; what cannot be decoded is never
-		// forwarded, nor kept in the record.
-		raw := len(body)
-		body, decodeErr = decodeRequest(r, body, d.cfg.MaxRequestBody)
-		if grown := int64(len(body) - raw); decodeErr == nil && grown > 0 {
-			err = mem.grow(r.Context(), grown*bodyCharge)
-		}
-	}
-	recorded := body
-	if d.cfg.Masker != nil {
-		// Masked before anything else sees it: the record and the upstream
-		// get the same, masked, query and body; a body that was not masked
-		// is not recorded.
-		findings = maskQuery(d.cfg.Masker, r.URL)
-		recorded = nil
-		if err == nil && !tooLarge && decodeErr == nil {
-			var bfs []audit.Finding
-			body, bfs, decodeErr, err = d.maskRequest(r, body)
-			findings = append(findings, bfs...)
-			if err == nil && decodeErr == nil {
-				recorded = body
-			}
-		}
-		// What goes upstream decides; the command line (below) does not.
-		blockBy = blockingRule(findings)
-	}
+	q := d.readAndMask(w, r, mem)
 	who, late := d.workload(info)
 	who, wfs := d.maskWorkload(who)
-	findings = append(findings, wfs...)
-	ex := d.cfg.Recorder.Begin(r, recorded, size, d.connection(r, info), who)
+	ex := d.cfg.Recorder.Begin(r, q.recorded, q.size, d.connection(r, info), who)
 	if late != nil {
 		ex.FillWorkloadLater(func() (audit.Workload, bool) {
 			w, ok := late()
@@ -305,45 +260,8 @@ func (d *decrypter) serveHTTP(w http.ResponseWriter, r *http.Request) {
 			return w, ok
 		})
 	}
-	ex.AddFindings(findings...)
-	var be *budgetError
-	switch {
-	case blockBy != "":
-		ex.Block(http.StatusForbidden, blockBy)
-		writeAPIError(w, http.StatusForbidden, "promptrail_blocked",
-			fmt.Sprintf("promptrail: the request contains a secret that rule %s blocks; nothing was sent", blockBy))
-		return
-	case errors.As(err, &be):
-		d.cfg.Logger.Warn("request refused: budget hit", "code", be.code, "id", ex.ID(), "client", info.client.String(), "size", size)
-		d.budgetHit(be.code)
-		ex.Reject(be.status, be.msg)
-		if be.status == http.StatusServiceUnavailable {
-			w.Header().Set("Retry-After", "1")
-		}
-		writeAPIError(w, be.status, be.code, be.msg)
-		// Sent now: an HTTP/2 server resets a stream whose body is unread
-		// when the handler returns, and a reset that overtakes the answer
-		// leaves the client with a broken stream instead of the error.
-		http.NewResponseController(w).Flush()
-		return
-	case err != nil:
-		ex.Reject(http.StatusBadRequest, "reading the request body: "+err.Error())
-		writeAPIError(w, http.StatusBadRequest, "promptrail_bad_request", "promptrail: could not read the request body")
-		return
-	case tooLarge || errors.Is(decodeErr, errDecodedTooLarge):
-		ex.Reject(http.StatusRequestEntityTooLarge, fmt.Sprintf("request body (decoded) over the limit of %d bytes", d.cfg.MaxRequestBody))
-		writeAPIError(w, http.StatusRequestEntityTooLarge, "promptrail_request_too_large",
-			fmt.Sprintf("promptrail: request body exceeds %d bytes (after decoding its Content-Encoding); nothing was sent", d.cfg.MaxRequestBody))
-		return
-	case errors.Is(decodeErr, errUnknownEncoding):
-		ex.Reject(http.StatusUnsupportedMediaType, "request body: "+decodeErr.Error())
-		writeAPIError(w, http.StatusUnsupportedMediaType, "promptrail_unsupported_encoding",
-			"promptrail: "+decodeErr.Error()+"; the proxy decodes gzip, deflate, br and zstd; nothing was sent")
-		return
-	case decodeErr != nil:
-		ex.Reject(http.StatusBadRequest, "request body: "+decodeErr.Error())
-		writeAPIError(w, http.StatusBadRequest, "promptrail_bad_encoding",
-			"promptrail: the request body could not be decoded to check it for secrets: "+decodeErr.Error()+"; nothing was sent")
+	ex.AddFindings(append(q.findings, wfs...)...)
+	if d.refused(w, ex, info, q) {
 		return
 	}
 	if !d.spool(w, r, ex) {
@@ -356,45 +274,9 @@ func (d *decrypter) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		ctx = withDialTarget(ctx, info.origin.Dst)
 	}
 	out := r.WithContext(ctx)
-	out.Body = io.NopCloser(bytes.NewReader(body))
-	out.ContentLength = int64(len(body))
+	out.Body = io.NopCloser(bytes.NewReader(q.body))
+	out.ContentLength = int64(len(q.body))
 	d.rp.ServeHTTP(w, out)
-}
-
-// readRequest reads the request body within the body read timeout, its
-// buffer reserved from the in-flight budget. A timeout or a full budget is
-// a *budgetError.
-func (d *decrypter) readRequest(w http.ResponseWriter, r *http.Request, mem *memHold) ([]byte, error) {
-	rc := http.NewResponseController(w)
-	// net/http bounds the headers (ReadHeaderTimeout) but not the body: a
-	// client sending one byte at a time would hold the handler forever.
-	timed := rc.SetReadDeadline(time.Now().Add(d.cfg.BodyReadTimeout)) == nil
-	body, err := readBody(r.Context(), r.Body, mem, r.ContentLength, d.cfg.MaxRequestBody)
-	if timed && err == nil {
-		// After a failed read the deadline stays: net/http drains an
-		// unread HTTP/1.1 body before it answers, and must not wait.
-		rc.SetReadDeadline(time.Time{})
-	}
-	if deadlineExpired(err) {
-		return body, errBodyTimeout(d.cfg.BodyReadTimeout)
-	}
-	return body, err
-}
-
-// maskRequest masks a request body within the mask timeout; over it, the
-// error is a *budgetError and the body must not be forwarded.
-func (d *decrypter) maskRequest(r *http.Request, body []byte) (masked []byte, fs []audit.Finding, decodeErr, err error) {
-	ctx, cancel := context.WithTimeout(r.Context(), d.cfg.MaskTimeout)
-	defer cancel()
-	m, stopped := d.cfg.Masker.Bounded(ctx)
-	masked, fs, decodeErr = maskRequest(m, r, body)
-	if err := stopped(); err != nil {
-		if r.Context().Err() != nil {
-			return nil, nil, nil, fmt.Errorf("masking the request: the client is gone: %w", err)
-		}
-		return nil, nil, nil, errMaskBudget(d.cfg.MaskTimeout, "request")
-	}
-	return masked, fs, decodeErr, nil
 }
 
 // spool puts the request's record on durable record before anything goes
