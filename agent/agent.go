@@ -100,6 +100,8 @@ type Config struct {
 	MaskTimeout      time.Duration
 	// MaxConnsPerWorkload: see proxy.Config (zero: 256).
 	MaxConnsPerWorkload int
+	// ConnectionRecordRate: see proxy.Config (zero: 20 per second).
+	ConnectionRecordRate float64
 	// Node names this node in records. Empty: the host name.
 	Node string
 	// Mask configures secret masking (on unless Mask.Disabled).
@@ -190,8 +192,9 @@ func Run(ctx context.Context, cfg Config) error {
 	var origins lateOrigins
 	srv, err := proxy.New(proxy.Config{Listeners: lns, Origins: &origins, Control: socks.Control, Logger: log,
 		Decrypt: decrypt, DecryptName: plan.isHost, Undecrypted: plan.undecrypted.splice, HelloTimeout: cfg.HelloTimeout,
-		MaxConnsPerWorkload: cfg.MaxConnsPerWorkload, OnConnCap: func() { pipe.onBudgetHit("promptrail_conn_cap") },
-		PeerOrigin: peerOrigin(ident)})
+		MaxConnsPerWorkload: cfg.MaxConnsPerWorkload, OnConnRefused: pipe.onBudgetHit,
+		ConnectionRecordRate: cfg.ConnectionRecordRate,
+		PeerOrigin:           peerOrigin(ident)})
 	if err != nil {
 		closeAll(lns)
 		return err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"golang.org/x/time/rate"
 	"io"
 	"log/slog"
 	"net"
@@ -24,6 +25,8 @@ const (
 	defaultBodyReadTimeout     = 30 * time.Second
 	defaultMaskTimeout         = 2 * time.Second
 	defaultMaxConnsPerWorkload = 256
+	// defaultConnectionRecordRate is per client cgroup and second.
+	defaultConnectionRecordRate = 20
 )
 
 // budgetError is a request refused because a budget was hit: the status
@@ -217,8 +220,8 @@ func (s *Server) admit(o intercept.Origin, log *slog.Logger) (release func()) {
 	release, ok := s.perCgroup.admit(o.CgroupID)
 	if !ok {
 		log.Warn("connection refused: the workload's connection cap is reached", "max_conns_per_workload", s.perCgroup.max)
-		if s.cfg.OnConnCap != nil {
-			s.cfg.OnConnCap()
+		if s.cfg.OnConnRefused != nil {
+			s.cfg.OnConnRefused("promptrail_conn_cap")
 		}
 		return nil
 	}
@@ -245,4 +248,42 @@ func (d *decrypter) budgetHit(code string) {
 	if d.cfg.OnBudgetHit != nil {
 		d.cfg.OnBudgetHit(code)
 	}
+}
+
+// recordLimiter bounds how fast one client cgroup makes connection
+// records: a workload that opens connections it knows will be refused
+// (or spliced) must not flood the spool that every workload's requests
+// wait on. Over the rate a connection is refused without a record:
+// nothing of it reaches the target, so nothing escapes the record.
+type recordLimiter struct {
+	perSec float64
+	burst  int
+	mu     sync.Mutex
+	by     map[uint64]*rate.Limiter
+}
+
+// maxLimited bounds the cgroups tracked; past it, those at full burst
+// (idle) are forgotten.
+const maxLimited = 4096
+
+func newRecordLimiter(perSec float64, burst int) *recordLimiter {
+	return &recordLimiter{perSec: perSec, burst: burst, by: map[uint64]*rate.Limiter{}}
+}
+
+func (l *recordLimiter) allow(id uint64) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	lim, ok := l.by[id]
+	if !ok {
+		if len(l.by) >= maxLimited {
+			for k, v := range l.by {
+				if v.Tokens() >= float64(l.burst) {
+					delete(l.by, k)
+				}
+			}
+		}
+		lim = rate.NewLimiter(rate.Limit(l.perSec), l.burst)
+		l.by[id] = lim
+	}
+	return lim.Allow()
 }

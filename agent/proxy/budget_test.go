@@ -153,7 +153,7 @@ func TestConnectionCapPerWorkload(t *testing.T) {
 	var hits codeCounter
 	f := newDecryptFixture(t, func(_ *DecryptConfig, c *Config) {
 		c.MaxConnsPerWorkload = 2
-		c.OnConnCap = func() { hits.add("cap") }
+		c.OnConnRefused = func(string) { hits.add("cap") }
 	})
 	held := []net.Conn{f.tlsConn(t, "api.openai.com", []string{"http/1.1"}), f.tlsConn(t, "api.openai.com", []string{"http/1.1"})}
 	c, err := net.Dial("tcp", f.proxyAddr)
@@ -166,7 +166,7 @@ func TestConnectionCapPerWorkload(t *testing.T) {
 		t.Fatalf("a third connection: read %v, want it closed (EOF) at once", err)
 	}
 	if hits.count("cap") != 1 {
-		t.Errorf("OnConnCap called %d times, want 1", hits.count("cap"))
+		t.Errorf("OnConnRefused called %d times, want 1", hits.count("cap"))
 	}
 	held[0].Close()
 	deadline := time.Now().Add(5 * time.Second)

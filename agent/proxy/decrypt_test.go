@@ -39,6 +39,13 @@ func (m *memSink) Write(_ context.Context, r *audit.Record) error {
 	return nil
 }
 
+// all returns the records so far.
+func (m *memSink) all() []*audit.Record {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return append([]*audit.Record(nil), m.recs...)
+}
+
 func (m *memSink) wait(t testing.TB, what string, match func(*audit.Record) bool) *audit.Record {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)

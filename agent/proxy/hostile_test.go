@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -160,5 +161,44 @@ func TestExplicitProxyIsNotAnOpenProxy(t *testing.T) {
 				t.Error("a refused proxy request reached the upstream")
 			}
 		})
+	}
+}
+
+// TestConnectionRecordsAreRateLimitedPerWorkload: a workload that opens
+// connections faster than its record rate gets them refused without a
+// record, so it cannot flood the spool; none of them reaches the upstream
+// unrecorded.
+func TestConnectionRecordsAreRateLimitedPerWorkload(t *testing.T) {
+	var refused atomic.Int32
+	f := newDecryptFixture(t, func(_ *DecryptConfig, c *Config) {
+		c.ConnectionRecordRate = 0.5 // burst of 2, then one every 2 s
+		c.OnConnRefused = func(code string) {
+			if code == "promptrail_connection_record_rate" {
+				refused.Add(1)
+			}
+		}
+	})
+	answered := 0
+	for range 8 {
+		if got := f.rawExchange(t, []byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n")); len(got) > 0 {
+			answered++
+		}
+	}
+	waitFor(t, func() bool { return refused.Load() == 6 })
+	if answered != 2 {
+		t.Errorf("%d connections reached the upstream, want the 2 of the burst", answered)
+	}
+	count := func() int {
+		n := 0
+		for _, r := range f.sink.all() {
+			if r.Decision.Rule == ClassNotTLS {
+				n++
+			}
+		}
+		return n
+	}
+	waitFor(t, func() bool { return count() >= 2 })
+	if n := count(); n != 2 {
+		t.Errorf("%d connection records, want 2 (one per connection that was spliced)", n)
 	}
 }

@@ -71,9 +71,16 @@ type Config struct {
 	// one client cgroup; connections over it are closed at once (and
 	// logged). Zero: 256.
 	MaxConnsPerWorkload int
-	// OnConnCap, if set, is called for each connection closed because its
-	// workload's cap was reached.
-	OnConnCap func()
+	// OnConnRefused, if set, is called for each connection closed because
+	// its workload's cap was reached ("promptrail_conn_cap") or because it
+	// made connection records faster than ConnectionRecordRate
+	// ("promptrail_connection_record_rate").
+	OnConnRefused func(code string)
+	// ConnectionRecordRate bounds the connection records (of connections
+	// that are not decrypted) one client cgroup makes per second, with a
+	// burst of four seconds' worth; over it a connection is refused
+	// without a record. Zero: 20.
+	ConnectionRecordRate float64
 }
 
 // Classes of connections that are not decrypted.
@@ -92,6 +99,7 @@ type Server struct {
 	dialer    net.Dialer
 	decrypt   *decrypter
 	perCgroup *connLimiter
+	records   *recordLimiter
 
 	wg    sync.WaitGroup
 	mu    sync.Mutex
@@ -135,8 +143,12 @@ func New(cfg Config) (*Server, error) {
 	if cfg.MaxConnsPerWorkload == 0 {
 		cfg.MaxConnsPerWorkload = defaultMaxConnsPerWorkload
 	}
+	if cfg.ConnectionRecordRate == 0 {
+		cfg.ConnectionRecordRate = defaultConnectionRecordRate
+	}
 	s := &Server{cfg: cfg, listeners: cfg.Listeners, conns: map[net.Conn]struct{}{},
-		perCgroup: newConnLimiter(cfg.MaxConnsPerWorkload)}
+		perCgroup: newConnLimiter(cfg.MaxConnsPerWorkload),
+		records:   newRecordLimiter(cfg.ConnectionRecordRate, max(1, int(4*cfg.ConnectionRecordRate)))}
 	s.dialer = net.Dialer{Timeout: cfg.DialTimeout, Control: cfg.Control}
 	if cfg.Decrypt != nil {
 		if cfg.DecryptName == nil {
@@ -270,6 +282,14 @@ func (s *Server) handle(ctx context.Context, c *net.TCPConn) {
 		return
 	}
 	defer c.Close()
+	if !s.records.allow(o.CgroupID) {
+		if s.cfg.OnConnRefused != nil {
+			s.cfg.OnConnRefused("promptrail_connection_record_rate")
+		}
+		log.Debug("connection refused without a record: the workload makes connection records too fast",
+			"rule", v.rule, "records_per_second", s.cfg.ConnectionRecordRate)
+		return
+	}
 	conn := audit.Connection{Mode: info.mode, Client: client.String(), OrigDst: o.Dst.String(),
 		SNI: hello.RawServerName, ALPNOffered: hello.ALPN}
 	ex := s.beginConnection(info, conn)

@@ -50,6 +50,7 @@ type agentFlags struct {
 	bodyReadTimeout, maskTimeout                         *durationFlag
 	maxInflight                                          *sizeFlag
 	maxConnsPerWorkload                                  *int
+	connRecordRate                                       *float64
 	log                                                  logFlags
 }
 
@@ -117,6 +118,7 @@ func addAgentFlags(fs *flag.FlagSet, dataDir string, failMode intercept.FailMode
 	f.bodyReadTimeout, f.maskTimeout = &durationFlag{}, &durationFlag{}
 	fs.Var(f.bodyReadTimeout, "body-read-timeout", "answer 408 to a request whose body has not arrived whole after this `long` (default 30s)")
 	fs.Var(f.maskTimeout, "mask-timeout", "longest `time` the search for secrets in one body may take; a request over it gets 413, a response 502, neither is passed on (default 2s)")
+	f.connRecordRate = fs.Float64("connection-record-rate", 20, "connection records (of connections not decrypted) one client cgroup may make per `second`, with a burst of four seconds' worth; past it such connections are refused without a record, so no workload floods the spool")
 	f.maxConnsPerWorkload = fs.Int("max-conns-per-workload", 256, "concurrent connections one client cgroup may hold to the proxy; more are closed at once")
 	fs.Var(f.heartbeat, "heartbeat-timeout", "fail-closed: refuse connects to targets when the agent is silent this `long` (default 5s)")
 	return f
@@ -130,6 +132,9 @@ func (f agentFlags) agentConfig() (agent.Config, error) {
 	mark, err := strconv.ParseUint(*f.mark, 0, 32)
 	if err != nil || mark == 0 {
 		return agent.Config{}, fmt.Errorf("--socket-mark %q: want a non-zero 32-bit number", *f.mark)
+	}
+	if *f.connRecordRate <= 0 {
+		return agent.Config{}, fmt.Errorf("--connection-record-rate %v: want a positive number of records per second", *f.connRecordRate)
 	}
 	if *f.maxConnsPerWorkload < 1 {
 		return agent.Config{}, fmt.Errorf("--max-conns-per-workload %d: want at least 1", *f.maxConnsPerWorkload)
@@ -150,21 +155,22 @@ func (f agentFlags) agentConfig() (agent.Config, error) {
 		CaptureDNS:       *f.captureDNS,
 		Logger:           logger,
 
-		CACert:              *f.caCert,
-		CAKey:               *f.caKey,
-		CAUnconstrained:     *f.caUnconstrained,
-		UpstreamCA:          *f.upstreamCA,
-		ExplicitProxyListen: *f.explicitListen,
-		Node:                *f.node,
-		DNSResolvConf:       *f.resolvConf,
-		DNSServers:          f.dnsServers.Values(),
-		MaxBody:             *f.maxBody,
-		MaxRequestBody:      *f.maxRequestBody,
-		UpstreamIdleTimeout: f.upstreamIdle.d,
-		MaxInflightBytes:    f.maxInflight.n,
-		BodyReadTimeout:     f.bodyReadTimeout.d,
-		MaskTimeout:         f.maskTimeout.d,
-		MaxConnsPerWorkload: *f.maxConnsPerWorkload,
+		CACert:               *f.caCert,
+		CAKey:                *f.caKey,
+		CAUnconstrained:      *f.caUnconstrained,
+		UpstreamCA:           *f.upstreamCA,
+		ExplicitProxyListen:  *f.explicitListen,
+		Node:                 *f.node,
+		DNSResolvConf:        *f.resolvConf,
+		DNSServers:           f.dnsServers.Values(),
+		MaxBody:              *f.maxBody,
+		MaxRequestBody:       *f.maxRequestBody,
+		UpstreamIdleTimeout:  f.upstreamIdle.d,
+		MaxInflightBytes:     f.maxInflight.n,
+		BodyReadTimeout:      f.bodyReadTimeout.d,
+		MaskTimeout:          f.maskTimeout.d,
+		MaxConnsPerWorkload:  *f.maxConnsPerWorkload,
+		ConnectionRecordRate: *f.connRecordRate,
 		Mask: agent.MaskConfig{Disabled: *f.noMask, RulesFile: *f.maskRules,
 			DisableRules: f.maskDisable.Values(), BlockRules: f.maskBlock.Values()},
 		Collector:         *f.collector,
