@@ -303,6 +303,11 @@ func findings(fs []audit.Finding) string {
 
 // prompt is the last user message, or the prompt, input or body.
 func prompt(r *audit.Record) string {
+	if r.Kind == audit.KindConnection {
+		// No content: say where it went and why it was not decrypted.
+		c := &r.Connection
+		return fmt.Sprintf("[connection %s %s sni=%q]", c.OrigDst, r.Decision.Rule, c.SNI)
+	}
 	q := &r.Request
 	for i := len(q.Messages) - 1; i >= 0; i-- {
 		if q.Messages[i].Role == "user" && q.Messages[i].Content != "" {

@@ -258,3 +258,21 @@ func TestCollectorNeedsTokens(t *testing.T) {
 		t.Fatalf("collector without tokens: %v", err)
 	}
 }
+
+func TestQueryShowsConnectionRecords(t *testing.T) {
+	f := newCollectorFixture(t)
+	f.addEdited(t, 1, "shop", "", func(r *audit.Record) {
+		r.Kind, r.Request = audit.KindConnection, audit.Request{}
+		r.Connection = audit.Connection{Mode: "transparent", OrigDst: "104.18.7.192:443", SNI: "fronted.example", BytesSent: 517, BytesReceived: 4096}
+		r.Decision = audit.Decision{Action: "splice", Rule: "other-sni"}
+		r.Response = nil
+	})
+	out := capture(t)
+	if err := Run(context.Background(), f.args("query", "--action", "splice")); err != nil {
+		t.Fatal(err)
+	}
+	want := `[connection 104.18.7.192:443 other-sni sni="fronted.example"]`
+	if !strings.Contains(out.String(), want) || !strings.Contains(out.String(), "splice") {
+		t.Fatalf("table:\n%s\nwant a row with %s", out, want)
+	}
+}
