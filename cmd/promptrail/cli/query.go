@@ -228,7 +228,7 @@ func (p *recordPrinter) print(recs []audit.Record) error {
 	for i := range recs {
 		r := &recs[i]
 		row := []string{r.Start.Local().Format("2006-01-02 15:04:05"), r.ID, dash(workloadName(r.Workload)), dash(r.Request.Model),
-			string(r.Decision.Action), status(r), dash(findings(r.Findings)), oneLine(prompt(r), 60)}
+			string(r.Decision.Action), status(r), dash(findings(r.Findings)), oneLine(prompt(r), promptWidth(r))}
 		// Every field comes from a workload or an agent: escaped, so that
 		// none can move the cursor, hide or forge a row (tabs included,
 		// which would shift the columns).
@@ -302,6 +302,15 @@ func findings(fs []audit.Finding) string {
 }
 
 // prompt is the last user message, or the prompt, input or body.
+// promptWidth is how much of the PROMPT column a row shows: a connection
+// record's summary is short and whole.
+func promptWidth(r *audit.Record) int {
+	if r.Kind == audit.KindConnection {
+		return 120
+	}
+	return 60
+}
+
 func prompt(r *audit.Record) string {
 	if r.Kind == audit.KindConnection {
 		// No content: say where it went and why it was not decrypted.
