@@ -50,7 +50,10 @@ spec:
       valueFrom: {fieldRef: {fieldPath: metadata.name}}
 `
 
-func TestClusterRunsAPodAndLeavesNothingBehind(t *testing.T) {
+// onCluster runs fn on a cluster of its own in a subtest, and then
+// requires that the cluster's teardown left the machine as it found it:
+// the same host state (kubecluster.Snapshot), and none of its processes.
+func onCluster(t *testing.T, name string, fn func(t *testing.T, cfg kubecluster.Config, c *kubecluster.Cluster)) {
 	kerneltest.RequirePrivileges(t)
 	cfg := kubecluster.DefaultConfig(kubeTools(t))
 	before, err := kubecluster.Snapshot(cfg.CgroupRoot)
@@ -59,9 +62,36 @@ func TestClusterRunsAPodAndLeavesNothingBehind(t *testing.T) {
 	}
 	var pids []int
 	var dir string
-	t.Run("pod runs to completion", func(t *testing.T) {
+	t.Run(name, func(t *testing.T) {
 		c := kubecluster.Start(t, cfg)
 		pids, dir = c.PIDs(), c.Dir()
+		fn(t, cfg, c)
+	})
+	if len(pids) == 0 {
+		return // the cluster did not come up; the subtest said why
+	}
+	after, err := kubecluster.Snapshot(cfg.CgroupRoot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range kubecluster.Diff(before, after) {
+		t.Errorf("left behind by the cluster: %s", d)
+	}
+	for _, pid := range pids {
+		if err := syscall.Kill(pid, 0); err != syscall.ESRCH {
+			t.Errorf("component process %d still exists (kill: %v)", pid, err)
+		}
+	}
+	if left := kubecluster.ProcessesMentioning(dir); len(left) > 0 {
+		t.Errorf("processes naming the cluster's directory %s still run: %v", dir, left)
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Errorf("the cluster's directory %s remains (stat: %v)", dir, err)
+	}
+}
+
+func TestClusterRunsAPodAndLeavesNothingBehind(t *testing.T) {
+	onCluster(t, "pod runs to completion", func(t *testing.T, _ kubecluster.Config, c *kubecluster.Cluster) {
 		if err := c.BuildImage("localhost/promptrail-e2e-hello:v1", "github.com/promptrail/promptrail/e2e/kubernetes/hello", "/hello"); err != nil {
 			t.Fatal(err)
 		}
@@ -89,27 +119,6 @@ func TestClusterRunsAPodAndLeavesNothingBehind(t *testing.T) {
 			t.Fatalf("pod log %q, want %q", got, want)
 		}
 	})
-	if len(pids) == 0 {
-		return // the cluster did not come up; the subtest said why
-	}
-	after, err := kubecluster.Snapshot(cfg.CgroupRoot)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, d := range kubecluster.Diff(before, after) {
-		t.Errorf("left behind by the cluster: %s", d)
-	}
-	for _, pid := range pids {
-		if err := syscall.Kill(pid, 0); err != syscall.ESRCH {
-			t.Errorf("component process %d still exists (kill: %v)", pid, err)
-		}
-	}
-	if left := kubecluster.ProcessesMentioning(dir); len(left) > 0 {
-		t.Errorf("processes naming the cluster's directory %s still run: %v", dir, left)
-	}
-	if _, err := os.Stat(dir); !os.IsNotExist(err) {
-		t.Errorf("the cluster's directory %s remains (stat: %v)", dir, err)
-	}
 }
 
 func randomToken(t *testing.T) string {

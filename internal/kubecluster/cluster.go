@@ -168,6 +168,9 @@ func run(argv ...string) error {
 	return nil
 }
 
+// forwardChain keeps the pods' packets on the bridge.
+const forwardChain = "PROMPTRAIL-E2E-FORWARD"
+
 func (c *Cluster) setupNetwork() error {
 	if err := exec.Command("ip", "link", "show", c.cfg.Bridge).Run(); err == nil {
 		return fmt.Errorf("bridge %s exists already: another cluster runs, or one was left behind (ip link del %s)", c.cfg.Bridge, c.cfg.Bridge)
@@ -181,6 +184,14 @@ func (c *Cluster) setupNetwork() error {
 		{"ip", "addr", "add", c.cfg.NodeIP + "/" + bits, "dev", c.cfg.Bridge},
 		{"ip", "link", "set", c.cfg.Bridge, "up"},
 		{"ip", "route", "add", c.cfg.ServiceCIDR, "dev", c.cfg.Bridge, "src", c.cfg.NodeIP},
+		// Where the machine forwards (ip_forward=1 on many CI hosts), a
+		// pod's packet to any other address would leave it: drop what would
+		// cross between the bridge and another interface. A chain of its
+		// own, so teardown removes it with the cluster's other chains.
+		{"iptables", "-N", forwardChain},
+		{"iptables", "-A", forwardChain, "-i", c.cfg.Bridge, "!", "-o", c.cfg.Bridge, "-j", "DROP"},
+		{"iptables", "-A", forwardChain, "-o", c.cfg.Bridge, "!", "-i", c.cfg.Bridge, "-j", "DROP"},
+		{"iptables", "-I", "FORWARD", "1", "-j", forwardChain},
 	} {
 		if err := run(s...); err != nil {
 			return err
@@ -452,13 +463,18 @@ func (c *Cluster) startContainerd() error {
   "cniVersion": "0.4.0",
   "name": "promptrail-e2e",
   "plugins": [{
-    "type": "bridge", "bridge": %q, "isGateway": true, "isDefaultGateway": true,
-    "ipMasq": false, "hairpinMode": true,
+    "type": "bridge", "bridge": %q, "isGateway": false, "ipMasq": false, "hairpinMode": true,
     "ipam": {"type": "host-local", "dataDir": %q,
-      "ranges": [[{"subnet": %q, "rangeStart": %q, "rangeEnd": %q, "gateway": %q}]]}
+      "ranges": [[{"subnet": %q, "rangeStart": %q, "rangeEnd": %q, "gateway": %q}]],
+      "routes": [{"dst": "0.0.0.0/0"}]}
   }]
 }
 `, c.cfg.Bridge, filepath.Join(c.dir, "cni-ipam"), c.cfg.PodCIDR, c.cfg.PodRange[0], c.cfg.PodRange[1], c.cfg.NodeIP)
+	// Not isGateway: the bridge plugin would turn on net.ipv4.ip_forward,
+	// and pod packets to any other address could then leave the machine.
+	// The node address on the bridge (which the harness sets) is the pods'
+	// default gateway all the same: pods reach the node, each other and,
+	// through kube-proxy's DNAT, services backed by either; nothing else.
 	if err := os.WriteFile(filepath.Join(cni, "10-promptrail-e2e.conflist"), []byte(conflist), 0o644); err != nil {
 		return err
 	}

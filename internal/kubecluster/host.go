@@ -35,6 +35,7 @@ type HostState struct {
 	Netns    []string
 	Cgroups  []string // the cluster's cgroup root, in every hierarchy
 	CNICache []string
+	BPFFS    []string // what is pinned at the top of /sys/fs/bpf
 }
 
 // Snapshot reads the host state that a cluster with cgroup root cgroupRoot
@@ -94,6 +95,7 @@ func Snapshot(cgroupRoot string) (HostState, error) {
 		}
 		return nil
 	})
+	s.BPFFS, _ = filepath.Glob("/sys/fs/bpf/*")
 	for _, l := range [][]string{s.Chains, s.Rules, s.Routes, s.Mounts} {
 		sort.Strings(l)
 	}
@@ -128,6 +130,7 @@ func Diff(before, after HostState) []string {
 	set("netns", before.Netns, after.Netns)
 	set("cgroup", before.Cgroups, after.Cgroups)
 	set("CNI cache", before.CNICache, after.CNICache)
+	set("bpffs entry", before.BPFFS, after.BPFFS)
 	return d
 }
 
