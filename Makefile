@@ -5,7 +5,7 @@ STRIP ?= llvm-strip-16
 ARCH_INCLUDE := /usr/include/$(shell uname -m)-linux-gnu
 BPF2GO_ENV := BPF2GO_CC=$(CLANG) BPF2GO_STRIP=$(STRIP) BPF2GO_CFLAGS="-O2 -g -Wall -Werror -I$(ARCH_INCLUDE)"
 
-.PHONY: all build generate check-generate test lint bench clean
+.PHONY: all build generate check-generate test lint bench clean kube-tools e2e-kubernetes
 
 all: build
 
@@ -26,8 +26,21 @@ lint:
 
 # The test command of the README. Tests that need root, cgroup v2 and bpffs
 # skip without them unless PROMPTRAIL_E2E=1, which makes that a failure.
+# e2e/kubernetes is left to make e2e-kubernetes: it builds and runs a cluster.
 test:
-	$(GO) test -count=1 -timeout 20m ./...
+	$(GO) test -count=1 -timeout 20m $$($(GO) list ./... | grep -v '/e2e/kubernetes')
+
+# Builds the test cluster's components (tools/kube, its own module) once per
+# module versions into /var/cache/promptrail/kube/<hash>/bin (KUBE_TOOLS_CACHE).
+kube-tools:
+	GO=$(GO) scripts/kube-tools.sh
+
+# Brings a single-node Kubernetes cluster up from nothing, runs the tests on
+# it and tears it down; needs root. PROMPTRAIL_E2E defaults to 1 here: a
+# missing privilege fails.
+e2e-kubernetes:
+	PROMPTRAIL_KUBE_BIN="$$(GO=$(GO) scripts/kube-tools.sh)" PROMPTRAIL_E2E=$${PROMPTRAIL_E2E:-1} \
+		$(GO) test -count=1 -timeout 20m -v ./e2e/kubernetes/...
 
 # Prints comparable figures; needs root (hooks and agent run for real).
 # connect(): hook cost as ratios; proxy: added latency, req/s, TTFT, agent
