@@ -21,6 +21,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/promptrail/promptrail/agent/intercept"
+	"github.com/promptrail/promptrail/agent/policy"
 	"github.com/promptrail/promptrail/agent/proxy"
 	"github.com/promptrail/promptrail/agent/recorder"
 	"github.com/promptrail/promptrail/agent/targets"
@@ -104,6 +105,10 @@ type Config struct {
 	Node string
 	// Mask configures secret masking (on unless Mask.Disabled).
 	Mask MaskConfig
+	// Policy is a policy file (see agent/policy) deciding per request
+	// allow, mask or block; it is reloaded when it changes. Empty: no
+	// policy, every request that passes masking goes.
+	Policy string
 	// Collector is the base URL of the collector that records are shipped
 	// to. Empty: records stay in the spool (a warning says so).
 	Collector string
@@ -176,6 +181,11 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	decrypt.Identify = identify(ident)
+	if cfg.Policy != "" {
+		if decrypt.Policy, err = openPolicy(ctx, cfg.Policy, log); err != nil {
+			return err
+		}
+	}
 	var explicit net.Listener
 	if cfg.ExplicitProxyListen != "" {
 		if explicit, err = net.Listen("tcp", cfg.ExplicitProxyListen); err != nil {
@@ -258,7 +268,24 @@ func decryption(cfg Config, node string, pipe *pipeline, socks *intercept.AgentS
 	return &proxy.DecryptConfig{CA: ca, Recorder: rec, Upstream: up, MaxRequestBody: cfg.MaxRequestBody,
 		UpstreamIdleTimeout: cfg.UpstreamIdleTimeout, Masker: masker,
 		MaxInflightBytes: cfg.MaxInflightBytes, BodyReadTimeout: cfg.BodyReadTimeout, MaskTimeout: cfg.MaskTimeout,
-		PassUnspooled: cfg.SpoolFull == SpoolFullPass, OnSpoolFailure: pipe.onSpoolFailure, OnBudgetHit: pipe.onBudgetHit}, nil
+		PassUnspooled: cfg.SpoolFull == SpoolFullPass, OnSpoolFailure: pipe.onSpoolFailure, OnBudgetHit: pipe.onBudgetHit,
+		Node: node}, nil
+}
+
+// policyReload is how often the policy file is read again for changes.
+const policyReload = 2 * time.Second
+
+// openPolicy loads the policy file, and reloads it while ctx lasts. An
+// agent told to apply a policy does not start without a good one.
+func openPolicy(ctx context.Context, path string, log *slog.Logger) (*policy.Current, error) {
+	cur, err := policy.Open(path, log)
+	if err != nil {
+		return nil, fmt.Errorf("agent: --policy: %w", err)
+	}
+	p := cur.Policy()
+	log.Info("policy loaded", "path", path, "version", p.Version(), "rules", len(p.Rules()))
+	go cur.Watch(ctx, policyReload)
+	return cur, nil
 }
 
 func orDefaultString(s, def string) string {

@@ -73,7 +73,7 @@ func (c *Current) Watch(ctx context.Context, every time.Duration) {
 			c.logger.Error("policy refused; the last good policy stays in force", "err", err, "version", c.Policy().Version())
 		case changed:
 			p := c.Policy()
-			c.logger.Info("policy loaded", "path", c.path, "version", p.Version(), "rules", len(p.rules))
+			c.logger.Info("policy reloaded", "path", c.path, "version", p.Version(), "rules", len(p.rules))
 		}
 	}
 }

@@ -250,7 +250,7 @@ func (p *Policy) Decide(in *Input) Decision {
 		out, _, err := r.prg.Eval(&act)
 		if err != nil {
 			return Decision{Action: Block, Rule: r.name, Version: p.version,
-				Message: fmt.Sprintf("policy rule %s could not be evaluated: %v", r.name, err)}
+				Message: fmt.Sprintf("the rule could not be evaluated (%v), and a rule that fails blocks", err)}
 		}
 		if out == types.True {
 			return Decision{Action: r.action, Rule: r.name, Message: r.message, Version: p.version}

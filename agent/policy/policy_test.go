@@ -1,10 +1,13 @@
 package policy
 
 import (
+	"context"
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -192,4 +195,90 @@ func TestOpenRefusesBrokenFile(t *testing.T) {
 	if _, err := Open(path, nil); err == nil {
 		t.Fatal("Open accepted a broken policy")
 	}
+}
+
+// The README's example policy loads.
+func TestREADMEExampleLoads(t *testing.T) {
+	raw, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, sec, ok := strings.Cut(string(raw), "\n## Policy\n")
+	if !ok {
+		t.Fatal("README has no Policy section")
+	}
+	_, block, ok := strings.Cut(sec, "```yaml\n")
+	block, _, ok2 := strings.Cut(block, "```")
+	if !ok || !ok2 {
+		t.Fatal("README's Policy section has no yaml block")
+	}
+	p := mustParse(t, block)
+	in := exampleInput()
+	in.Workload.Namespace, in.Request.Model = "ci", "gpt-4.1-mini"
+	if d := p.Decide(&in); d.Rule != "no-gpt41-in-ci" || d.Action != Block {
+		t.Errorf("README policy: %+v", d)
+	}
+	in = exampleInput()
+	in.Request.Model = "gpt-3.5-turbo"
+	if d := p.Decide(&in); d.Rule != "only-known-models" {
+		t.Errorf("README policy, unknown model: %+v", d)
+	}
+}
+
+// Watch picks up a changed file and logs its version; a broken one is
+// logged and changes nothing.
+func TestWatchReloadsAndLogs(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "policy.yaml")
+	if err := os.WriteFile(path, []byte("rules:\n  - {name: a, when: 'true', action: block}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var logs syncBuffer
+	c, err := Open(path, slog.New(slog.NewTextHandler(&logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { c.Watch(ctx, 5*time.Millisecond); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	in := exampleInput()
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s; logs:\n%s", what, logs.String())
+			}
+		}
+	}
+	if err := os.WriteFile(path, []byte("rules:\n  - {name: b, when: 'nope', action: block}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	waitFor("the refusal", func() bool { return strings.Contains(logs.String(), "policy refused") })
+	if d := c.Decide(&in); d.Rule != "a" {
+		t.Errorf("after a broken file: rule %s, want a", d.Rule)
+	}
+	if err := os.WriteFile(path, []byte("rules:\n  - {name: c, when: 'true', action: allow}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	waitFor("the new rule", func() bool { return c.Decide(&in).Rule == "c" })
+	waitFor("the log line", func() bool {
+		return strings.Contains(logs.String(), "policy reloaded") && strings.Contains(logs.String(), c.Policy().Version())
+	})
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

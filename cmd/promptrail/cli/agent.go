@@ -31,7 +31,7 @@ type agentFlags struct {
 	config, dataDir, cgroupRoot, failMode, pinPath, mark *string
 	caCert, caKey, upstreamCA, explicitListen, node      *string
 	caUnconstrained                                      *bool
-	maskRules, resolvConf                                *string
+	maskRules, resolvConf, policy                        *string
 	collector, tokenFile, spoolFull, metricsListen       *string
 	trustDomain                                          *string
 	kube                                                 *bool
@@ -85,6 +85,7 @@ func addAgentFlags(fs *flag.FlagSet, dataDir string, failMode intercept.FailMode
 		resolvConf:     fs.String("resolv-conf", "/etc/resolv.conf", "resolver configuration `file` whose nameservers resolve target names"),
 		noMask:         fs.Bool("no-mask", false, "do not mask secrets: prompts and responses pass as sent (not recommended)"),
 		maskRules:      fs.String("mask-rules", "", "YAML `file` of custom masking rules, allowlist, rules to disable or block (see README)"),
+		policy:         fs.String("policy", "", "YAML `file` of policy rules deciding per request allow, mask or block; reloaded when it changes (default: none, see README \"Policy\")"),
 		maskDisable:    settings.NewList(),
 		maskBlock:      settings.NewList(),
 		collector:      fs.String("collector", "", "`URL` of the collector that records are shipped to, e.g. http://promptrail-collector:7070 (default: none; records stay in the spool)"),
@@ -167,6 +168,7 @@ func (f agentFlags) agentConfig() (agent.Config, error) {
 		MaxConnsPerWorkload: *f.maxConnsPerWorkload,
 		Mask: agent.MaskConfig{Disabled: *f.noMask, RulesFile: *f.maskRules,
 			DisableRules: f.maskDisable.Values(), BlockRules: f.maskBlock.Values()},
+		Policy:            *f.policy,
 		Collector:         *f.collector,
 		TokenFile:         *f.tokenFile,
 		SpoolMaxBytes:     f.spoolMax.n,

@@ -1,0 +1,94 @@
+package e2e
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/promptrail/promptrail/agent/policy"
+)
+
+// policyTestPolicy blocks one model for host workloads run by root (the
+// test's client), and lets the rest through masked.
+const policyTestPolicy = `
+rules:
+  - name: no-gpt41-for-root
+    when: request.model == "gpt-4.1" && workload.kind != "pod" && workload.uid == 0
+    action: block
+    message: gpt-4.1 is not for root on this host
+default:
+  action: mask
+`
+
+// TestPolicyBlocksAModelForAWorkload runs the official Go SDK from a child
+// cgroup through the real agent with --policy: the blocked call gets a
+// clear 403, the allowed one the fake's answer, both records name the rule
+// and the policy version, and the upstream never sees the blocked request.
+// Its addresses are 127.0.8.0/24 and ports 158xx.
+func TestPolicyBlocksAModelForAWorkload(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "policy.yaml")
+	if err := os.WriteFile(file, []byte(policyTestPolicy), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	pol, err := policy.Parse(strings.NewReader(policyTestPolicy))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// This issue's own pin directory (the last --pin-path wins).
+	pins, err := os.MkdirTemp("/sys/fs/bpf", "promptrail-i12-policy-")
+	if err != nil {
+		t.Fatalf("creating pin directory in bpffs: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := removePins(pins); err != nil {
+			t.Errorf("removing pins: %v", err)
+		}
+		os.RemoveAll(pins)
+	})
+	n := newTLSNodeAt(t, tlsNodeAddrs{upstream: "127.0.8.5", proxy: "127.0.0.1:15850", explicit: "127.0.0.1:15851",
+		agentArgs: []string{"--policy", file, "--pin-path", pins}})
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name, model, prompt string
+		blocked             bool
+		rule                string
+	}{
+		{"blocked model", "gpt-4.1", "policy-e2e-blocked", true, "no-gpt41-for-root"},
+		{"other model", "gpt-4o-mini", "policy-e2e-allowed", false, "default"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			out, _ := n.run(t, []string{envGoClient + "=chat", envModel + "=" + c.model, envPrompt + "=" + c.prompt, "SSL_CERT_FILE=" + n.agentCA}, self)
+			var res clientResult
+			if err := json.Unmarshal(out, &res); err != nil {
+				t.Fatalf("client: %s (%v)", out, err)
+			}
+			if c.blocked {
+				e := res.APIError
+				if e == nil || e.Status != 403 || e.Code != "promptrail_policy_blocked" || !strings.Contains(e.Message, "gpt-4.1 is not for root on this host") {
+					t.Errorf("the SDK's error: %q %+v, want 403 promptrail_policy_blocked with the rule's message", res.Error, e)
+				}
+				for _, r := range n.fake.Server.Requests() {
+					if strings.Contains(string(r.Body), c.prompt) {
+						t.Fatalf("the upstream received the blocked request: %s", r.Body)
+					}
+				}
+			} else if res.Error != "" || res.Text != reply {
+				t.Fatalf("allowed call: text %q error %q, want the fake's answer", res.Text, res.Error)
+			}
+			r := n.record(t, c.name, byPID(res.PID, "/v1/chat/completions"))
+			wantAction := "allow"
+			if c.blocked {
+				wantAction = "block"
+			}
+			if r.Decision.Action != wantAction || r.Decision.Rule != c.rule || r.Decision.PolicyVersion != pol.Version() {
+				t.Errorf("record decision %+v, want %s by rule %s of policy %s", r.Decision, wantAction, c.rule, pol.Version())
+			}
+		})
+	}
+}
