@@ -109,6 +109,10 @@ type Config struct {
 	// allow, mask or block; it is reloaded when it changes. Empty: no
 	// policy, every request that passes masking goes.
 	Policy string
+	// PolicyFromCollector fetches the policy from Collector instead
+	// (conditional GET), keeping the last verified copy in DataDir for a
+	// start while the collector is away.
+	PolicyFromCollector bool
 	// Collector is the base URL of the collector that records are shipped
 	// to. Empty: records stay in the spool (a warning says so).
 	Collector string
@@ -181,10 +185,23 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	decrypt.Identify = identify(ident)
-	if cfg.Policy != "" {
+	switch {
+	case cfg.Policy != "" && cfg.PolicyFromCollector:
+		return errors.New("agent: --policy and --policy-from-collector: choose one")
+	case cfg.Policy != "":
 		if decrypt.Policy, err = openPolicy(ctx, cfg.Policy, log); err != nil {
 			return err
 		}
+	case cfg.PolicyFromCollector:
+		if cfg.Collector == "" {
+			return errors.New("agent: --policy-from-collector needs --collector")
+		}
+		ps := newPolicySync(cfg.Collector, cfg.TokenFile, cfg.DataDir, log)
+		if err := ps.start(ctx); err != nil {
+			return err
+		}
+		go ps.run(ctx)
+		decrypt.Policy = ps.cur
 	}
 	var explicit net.Listener
 	if cfg.ExplicitProxyListen != "" {

@@ -8,7 +8,6 @@ import (
 	"io/fs"
 	"net/http"
 	"os"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 
@@ -64,18 +63,8 @@ func (s *policyStore) push(raw []byte) (*storedPolicy, error) {
 	sp := &storedPolicy{raw: raw, version: p.Version(), rules: len(p.Rules())}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	tmp, err := os.CreateTemp(filepath.Dir(s.path), ".policy-*")
-	if err != nil {
-		return nil, fmt.Errorf("storing the policy: %w", err)
-	}
-	defer os.Remove(tmp.Name())
-	_, err = tmp.Write(raw)
-	err = errors.Join(err, tmp.Sync(), tmp.Close())
-	if err == nil {
-		err = os.Rename(tmp.Name(), s.path)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("storing the policy: %w", err)
+	if err := policy.SaveFile(s.path, raw); err != nil {
+		return nil, err
 	}
 	s.cur.Store(sp)
 	return sp, nil

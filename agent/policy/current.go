@@ -8,10 +8,13 @@ import (
 	"os"
 	"sync/atomic"
 	"time"
+
+	"github.com/promptrail/promptrail/internal/every"
 )
 
 // Current is the policy in force, replaced whole on reload. A policy that
-// fails to load never replaces a good one.
+// fails to load never replaces a good one. Policy is nil until one is set
+// on a Current made by Empty.
 type Current struct {
 	path   string
 	logger *slog.Logger
@@ -29,7 +32,17 @@ func Open(path string, logger *slog.Logger) (*Current, error) {
 	return c, nil
 }
 
-// Policy is the policy in force.
+// Empty returns a Current without a policy, for one that Set provides
+// (fetched from the collector).
+func Empty() *Current { return &Current{} }
+
+// Set puts p in force; it reports whether that changed the version.
+func (c *Current) Set(p *Policy) bool {
+	old := c.p.Swap(p)
+	return old == nil || old.Version() != p.Version()
+}
+
+// Policy is the policy in force, nil if none.
 func (c *Current) Policy() *Policy { return c.p.Load() }
 
 // Decide decides by the policy in force.
@@ -50,23 +63,15 @@ func (c *Current) Reload() (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("policy %s: %w", c.path, err)
 	}
-	old := c.p.Swap(p)
-	return old == nil || old.Version() != p.Version(), nil
+	return c.Set(p), nil
 }
 
-// Watch reloads the file every interval until ctx ends, logging each new
+// Watch reloads the file every period until ctx ends, logging each new
 // version and each refused one (the last good policy staying in force).
 // Polling, not inotify: a ConfigMap's file is replaced through a symlink
 // swap that inotify on the file does not see.
-func (c *Current) Watch(ctx context.Context, every time.Duration) {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+func (c *Current) Watch(ctx context.Context, period time.Duration) {
+	every.Run(ctx, period, func(context.Context) {
 		changed, err := c.Reload()
 		switch {
 		case err != nil:
@@ -75,5 +80,5 @@ func (c *Current) Watch(ctx context.Context, every time.Duration) {
 			p := c.Policy()
 			c.logger.Info("policy reloaded", "path", c.path, "version", p.Version(), "rules", len(p.rules))
 		}
-	}
+	})
 }

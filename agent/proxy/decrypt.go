@@ -263,8 +263,11 @@ func (d *decrypter) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	ex := d.cfg.Recorder.Begin(r, q.recorded, q.size, conn, who)
 	var pol *policy.Policy
 	if d.cfg.Policy != nil {
-		// One policy for the whole request, even if a reload lands now.
+		// One policy for the whole request, even if a reload lands now;
+		// nil while none is known (a collector's not fetched yet).
 		pol = d.cfg.Policy.Policy()
+	}
+	if pol != nil {
 		ex.Decided(pol.Version(), "", "")
 	}
 	if late != nil {

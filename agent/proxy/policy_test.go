@@ -91,3 +91,16 @@ func TestPolicyDecidesEachRequest(t *testing.T) {
 		})
 	}
 }
+
+// Before a collector's policy is known, requests pass masked, and their
+// records name no policy.
+func TestNoPolicyYetPassesMasked(t *testing.T) {
+	f := maskFixture(t, func(dc *DecryptConfig) { dc.Policy = policy.Empty() })
+	if status, _, b := f.send(t, chatRequest(t, false, nil)); status != http.StatusOK {
+		t.Fatalf("status %d %s", status, b)
+	}
+	r := f.sink.wait(t, "the exchange", func(r *audit.Record) bool { return r.Response != nil })
+	if r.Decision.PolicyVersion != "" || r.Decision.Rule != "" {
+		t.Errorf("decision %+v, want no policy named", r.Decision)
+	}
+}

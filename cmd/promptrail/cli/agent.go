@@ -34,7 +34,7 @@ type agentFlags struct {
 	maskRules, resolvConf, policy                        *string
 	collector, tokenFile, spoolFull, metricsListen       *string
 	trustDomain                                          *string
-	kube                                                 *bool
+	kube, policyFromCollector                            *bool
 	identityLabels                                       *settings.List
 	spoolMax                                             *sizeFlag
 	spoolReserve                                         *sizeFlag
@@ -96,6 +96,7 @@ func addAgentFlags(fs *flag.FlagSet, dataDir string, failMode intercept.FailMode
 		shipInterval:   &durationFlag{},
 		metricsListen:  fs.String("metrics-listen", "127.0.0.1:9464", "`ip:port` serving Prometheus /metrics and /healthz (empty: off)"),
 	}
+	f.policyFromCollector = fs.Bool("policy-from-collector", false, "apply the policy pushed to --collector (promptrail policy push), checked every 10s; the last verified copy is kept in --data-dir for a start while the collector is away")
 	f.kube = fs.Bool("kube", false, "resolve pods through the Kubernetes API (in-cluster service account; a pod informer restricted to --node-name)")
 	f.trustDomain = fs.String("trust-domain", "cluster.local", "SPIFFE trust `domain` of pod identities (spiffe://<domain>/ns/<ns>/sa/<sa>)")
 	f.identityLabels = settings.NewList()
@@ -168,17 +169,18 @@ func (f agentFlags) agentConfig() (agent.Config, error) {
 		MaxConnsPerWorkload: *f.maxConnsPerWorkload,
 		Mask: agent.MaskConfig{Disabled: *f.noMask, RulesFile: *f.maskRules,
 			DisableRules: f.maskDisable.Values(), BlockRules: f.maskBlock.Values()},
-		Policy:            *f.policy,
-		Collector:         *f.collector,
-		TokenFile:         *f.tokenFile,
-		SpoolMaxBytes:     f.spoolMax.n,
-		SpoolReserveBytes: f.spoolReserve.n,
-		SpoolFull:         *f.spoolFull,
-		ShipInterval:      f.shipInterval.d,
-		MetricsListen:     *f.metricsListen,
-		Kube:              *f.kube,
-		TrustDomain:       *f.trustDomain,
-		IdentityLabels:    f.identityLabels.Values(),
+		Policy:              *f.policy,
+		PolicyFromCollector: *f.policyFromCollector,
+		Collector:           *f.collector,
+		TokenFile:           *f.tokenFile,
+		SpoolMaxBytes:       f.spoolMax.n,
+		SpoolReserveBytes:   f.spoolReserve.n,
+		SpoolFull:           *f.spoolFull,
+		ShipInterval:        f.shipInterval.d,
+		MetricsListen:       *f.metricsListen,
+		Kube:                *f.kube,
+		TrustDomain:         *f.trustDomain,
+		IdentityLabels:      f.identityLabels.Values(),
 	}, nil
 }
 
