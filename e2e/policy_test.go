@@ -3,8 +3,10 @@ package e2e
 import (
 	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/promptrail/promptrail/agent/policy"
@@ -22,6 +24,23 @@ default:
   action: mask
 `
 
+// policyPinDir is a pin directory of this issue's own (the last --pin-path
+// of an agent's flags wins).
+func policyPinDir(t *testing.T) string {
+	t.Helper()
+	pins, err := os.MkdirTemp("/sys/fs/bpf", "promptrail-i12-policy-")
+	if err != nil {
+		t.Fatalf("creating pin directory in bpffs: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := removePins(pins); err != nil {
+			t.Errorf("removing pins: %v", err)
+		}
+		os.RemoveAll(pins)
+	})
+	return pins
+}
+
 // TestPolicyBlocksAModelForAWorkload runs the official Go SDK from a child
 // cgroup through the real agent with --policy: the blocked call gets a
 // clear 403, the allowed one the fake's answer, both records name the rule
@@ -36,19 +55,8 @@ func TestPolicyBlocksAModelForAWorkload(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// This issue's own pin directory (the last --pin-path wins).
-	pins, err := os.MkdirTemp("/sys/fs/bpf", "promptrail-i12-policy-")
-	if err != nil {
-		t.Fatalf("creating pin directory in bpffs: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := removePins(pins); err != nil {
-			t.Errorf("removing pins: %v", err)
-		}
-		os.RemoveAll(pins)
-	})
 	n := newTLSNodeAt(t, tlsNodeAddrs{upstream: "127.0.8.5", proxy: "127.0.0.1:15850", explicit: "127.0.0.1:15851",
-		agentArgs: []string{"--policy", file, "--pin-path", pins}})
+		agentArgs: []string{"--policy", file, "--pin-path", policyPinDir(t)}})
 	self, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
@@ -91,4 +99,79 @@ func TestPolicyBlocksAModelForAWorkload(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestPolicyFromTheCollector pushes a policy to the real collector with
+// the CLI, has an agent with --policy-from-collector apply it, and starts
+// the agent again with the collector gone: the cached copy still blocks.
+func TestPolicyFromTheCollector(t *testing.T) {
+	n := newTLSNodeAt(t, tlsNodeAddrs{upstream: "127.0.8.6", proxy: "127.0.0.1:15852", explicit: "127.0.0.1:15853",
+		collectorDisabled: true, agentArgs: []string{"--policy-from-collector", "--pin-path", policyPinDir(t)}})
+	dir := t.TempDir()
+	adminTok := "admin-token-" + randomFrom("abcdefghij", 20)
+	adminFile, good, broken := filepath.Join(dir, "admin.token"), filepath.Join(dir, "good.yaml"), filepath.Join(dir, "broken.yaml")
+	tokens, err := os.ReadFile(n.collector.tokensFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for path, content := range map[string]string{
+		n.collector.tokensFile: string(tokens) + "admin ops " + adminTok + "\n",
+		adminFile:              adminTok + "\n",
+		good:                   policyTestPolicy,
+		broken:                 "rules:\n  - {name: typo, when: 'request.modle == \"x\"', action: block}\n",
+	} {
+		if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n.collector.start()
+	cli := func(args ...string) (string, error) {
+		out, err := exec.Command(promptrail(t), append([]string{"policy", args[0], "--collector", n.collector.url(), "--token-file", adminFile}, args[1:]...)...).CombinedOutput()
+		return string(out), err
+	}
+	if out, err := cli("push", good); err != nil || !strings.Contains(out, "pushed sha256:") {
+		t.Fatalf("policy push: %v %s", err, out)
+	}
+	// The CLI checks before it sends; the collector refuses too (see
+	// TestPolicyPushAndFetch): either way the policy in force stays.
+	if out, err := cli("push", broken); err == nil || !strings.Contains(out, `rule "typo"`) {
+		t.Fatalf("broken push: %v %s, want a refusal naming the rule", err, out)
+	}
+	pol, err := policy.Parse(strings.NewReader(policyTestPolicy))
+	if err != nil {
+		t.Fatal(err)
+	}
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocked := func(t *testing.T) clientResult {
+		t.Helper()
+		out, _ := n.run(t, []string{envGoClient + "=chat", envModel + "=gpt-4.1", "SSL_CERT_FILE=" + n.agentCA}, self)
+		var res clientResult
+		if err := json.Unmarshal(out, &res); err != nil {
+			t.Fatalf("client: %s (%v)", out, err)
+		}
+		if e := res.APIError; e == nil || e.Status != 403 || e.Code != "promptrail_policy_blocked" {
+			t.Fatalf("the SDK's error: %q %+v, want 403 promptrail_policy_blocked", res.Error, e)
+		}
+		return res
+	}
+	restart := func(logMsg string) {
+		t.Helper()
+		n.agentP.stop(syscall.SIGTERM)
+		n.agentP = n.startAgent(t)
+		n.agentP.waitLog(t, logMsg, func(l map[string]any) bool { return l["version"] == pol.Version() })
+	}
+
+	restart("policy loaded from the collector")
+	res := blocked(t)
+	r := n.record(t, "blocked by the pushed policy", byPID(res.PID, "/v1/chat/completions"))
+	if r.Decision.Action != "block" || r.Decision.Rule != "no-gpt41-for-root" || r.Decision.PolicyVersion != pol.Version() {
+		t.Errorf("record decision %+v", r.Decision)
+	}
+
+	n.collector.kill()
+	restart("policy loaded from the cached copy")
+	blocked(t)
 }
