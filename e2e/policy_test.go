@@ -99,6 +99,37 @@ func TestPolicyBlocksAModelForAWorkload(t *testing.T) {
 			}
 		})
 	}
+
+	t.Run("hot reload", func(t *testing.T) {
+		// A broken edit is refused and logged; the policy in force stays.
+		if err := os.WriteFile(file, []byte("rules:\n  - {name: typo, when: 'request.modle == \"x\"', action: block}\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		n.agentP.waitLog(t, "policy refused; the last good policy stays in force", func(l map[string]any) bool { return l["version"] == pol.Version() })
+		// A good edit is applied, logged with its version: now everything
+		// is blocked for root.
+		next := strings.Replace(policyTestPolicy, `request.model == "gpt-4.1" && `, "", 1)
+		np, err := policy.Parse(strings.NewReader(next))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(file, []byte(next), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		n.agentP.waitLog(t, "policy reloaded", func(l map[string]any) bool { return l["version"] == np.Version() })
+		out, _ := n.run(t, []string{envGoClient + "=chat", envPrompt + "=policy-e2e-after-reload", "SSL_CERT_FILE=" + n.agentCA}, self)
+		var res clientResult
+		if err := json.Unmarshal(out, &res); err != nil {
+			t.Fatalf("client: %s (%v)", out, err)
+		}
+		if e := res.APIError; e == nil || e.Code != "promptrail_policy_blocked" {
+			t.Fatalf("after the reload: %q %+v, want blocked", res.Error, e)
+		}
+		r := n.record(t, "after the reload", byPID(res.PID, "/v1/chat/completions"))
+		if r.Decision.PolicyVersion != np.Version() {
+			t.Errorf("record version %s, want the reloaded %s", r.Decision.PolicyVersion, np.Version())
+		}
+	})
 }
 
 // TestPolicyFromTheCollector pushes a policy to the real collector with
