@@ -44,14 +44,15 @@ e2e-kubernetes:
 
 # Prints comparable figures; needs root (hooks and agent run for real).
 # connect(): hook cost as ratios; proxy: added latency, req/s, TTFT, agent
-# CPU and RSS against direct calls; parsers: MB/s and allocations; spool:
+# CPU and RSS against direct calls; parsers and policy decisions: MB/s and
+# allocations; spool:
 # synced records/s; collector store: ingest records/s, then over 1,000,000
 # records (PROMPTRAIL_BENCH_RECORDS) ingest rate, peak RSS, query p50/p99
 # and verify time.
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 20000x -count 3 ./agent/intercept/
 	$(GO) test -run '^$$' -bench BenchmarkProxy -benchtime 1x -count 3 ./e2e/
-	$(GO) test -run '^$$' -bench . -benchmem ./agent/openai/ ./agent/targets/ ./agent/proxy/ ./agent/secrets/ ./agent/mask/
+	$(GO) test -run '^$$' -bench . -benchmem ./agent/openai/ ./agent/targets/ ./agent/proxy/ ./agent/secrets/ ./agent/mask/ ./agent/policy/
 	$(GO) test -run '^$$' -bench . ./agent/spool/ ./agent/identity/
 	$(GO) test -run '^$$' -bench BenchmarkIngest -benchtime 20x -count 3 ./collector/store/
 	$(GO) test -run '^$$' -bench BenchmarkIngestHTTP -benchtime 40x -count 3 ./collector/

@@ -21,6 +21,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/promptrail/promptrail/agent/intercept"
+	"github.com/promptrail/promptrail/agent/policy"
 	"github.com/promptrail/promptrail/agent/proxy"
 	"github.com/promptrail/promptrail/agent/recorder"
 	"github.com/promptrail/promptrail/agent/targets"
@@ -106,6 +107,14 @@ type Config struct {
 	Node string
 	// Mask configures secret masking (on unless Mask.Disabled).
 	Mask MaskConfig
+	// Policy is a policy file (see agent/policy) deciding per request
+	// allow, mask or block; it is reloaded when it changes. Empty: no
+	// policy, every request that passes masking goes.
+	Policy string
+	// PolicyFromCollector fetches the policy from Collector instead
+	// (conditional GET), keeping the last verified copy in DataDir for a
+	// start while the collector is away.
+	PolicyFromCollector bool
 	// Collector is the base URL of the collector that records are shipped
 	// to. Empty: records stay in the spool (a warning says so).
 	Collector string
@@ -178,6 +187,24 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	decrypt.Identify = identify(ident)
+	switch {
+	case cfg.Policy != "" && cfg.PolicyFromCollector:
+		return errors.New("agent: --policy and --policy-from-collector: choose one")
+	case cfg.Policy != "":
+		if decrypt.Policy, err = openPolicy(ctx, cfg.Policy, log); err != nil {
+			return err
+		}
+	case cfg.PolicyFromCollector:
+		if cfg.Collector == "" {
+			return errors.New("agent: --policy-from-collector needs --collector")
+		}
+		ps := newPolicySync(cfg.Collector, cfg.TokenFile, cfg.DataDir, log)
+		if err := ps.start(ctx); err != nil {
+			return err
+		}
+		go ps.run(ctx)
+		decrypt.Policy = ps.cur
+	}
 	var explicit net.Listener
 	if cfg.ExplicitProxyListen != "" {
 		if explicit, err = net.Listen("tcp", cfg.ExplicitProxyListen); err != nil {
@@ -261,7 +288,24 @@ func decryption(cfg Config, node string, pipe *pipeline, socks *intercept.AgentS
 	return &proxy.DecryptConfig{CA: ca, Recorder: rec, Upstream: up, MaxRequestBody: cfg.MaxRequestBody,
 		UpstreamIdleTimeout: cfg.UpstreamIdleTimeout, Masker: masker,
 		MaxInflightBytes: cfg.MaxInflightBytes, BodyReadTimeout: cfg.BodyReadTimeout, MaskTimeout: cfg.MaskTimeout,
-		PassUnspooled: cfg.SpoolFull == SpoolFullPass, OnSpoolFailure: pipe.onSpoolFailure, OnBudgetHit: pipe.onBudgetHit}, nil
+		PassUnspooled: cfg.SpoolFull == SpoolFullPass, OnSpoolFailure: pipe.onSpoolFailure, OnBudgetHit: pipe.onBudgetHit,
+		Node: node}, nil
+}
+
+// policyReload is how often the policy file is read again for changes.
+const policyReload = 2 * time.Second
+
+// openPolicy loads the policy file, and reloads it while ctx lasts. An
+// agent told to apply a policy does not start without a good one.
+func openPolicy(ctx context.Context, path string, log *slog.Logger) (*policy.Current, error) {
+	cur, err := policy.Open(path, log)
+	if err != nil {
+		return nil, fmt.Errorf("agent: --policy: %w", err)
+	}
+	p := cur.Policy()
+	log.Info("policy loaded", "path", path, "version", p.Version(), "rules", len(p.Rules()))
+	go cur.Watch(ctx, policyReload)
+	return cur, nil
 }
 
 func orDefaultString(s, def string) string {

@@ -179,12 +179,18 @@ type Decision struct {
 	// connection records it is "splice" (passed through undecrypted) or
 	// "refuse" (closed; nothing went upstream).
 	Action string `json:"action"`
-	// Rule names the rule behind a block, or on connection records why it
+	// Rule names the rule behind a block or a policy decision, or on
+	// connection records why it
 	// was not decrypted: "other-sni", "no-sni", "not-tls", "bad-hello",
 	// "spool", "decryption-off".
 	Rule string `json:"rule,omitempty"`
 	// Message says in words why, where the rule alone does not.
 	Message string `json:"message,omitempty"`
+	// PolicyVersion is the version (content hash) of the policy in force
+	// when the request was decided; Rule then names the policy rule that
+	// decided it ("default", "namespace:NS" for a default), unless a
+	// masking rule blocked the request first. Empty: no policy.
+	PolicyVersion string `json:"policy_version,omitempty"`
 }
 
 // NewID returns a fresh record ID for an exchange that started at t.

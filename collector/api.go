@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -24,6 +25,7 @@ type api struct {
 	maxBatch int64
 	log      *slog.Logger
 	m        *metrics
+	policy   *policyStore
 }
 
 // RecordWithProof is the answer of GET /v1/records/{id}.
@@ -43,6 +45,11 @@ func (a *api) routes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v1/records", a.authorized(auth.RoleReader, a.records))
 	mux.HandleFunc("GET /v1/records/{id}", a.authorized(auth.RoleReader, a.record))
 	mux.HandleFunc("GET /v1/verify", a.authorized(auth.RoleReader, a.verify))
+	if a.policy != nil {
+		// Agents fetch the policy; readers may read it; admins push it.
+		mux.HandleFunc("GET /v1/policy", a.authorizedAny([]auth.Role{auth.RoleAgent, auth.RoleReader}, a.getPolicy))
+		mux.HandleFunc("PUT /v1/policy", a.authorized(auth.RoleAdmin, a.putPolicy))
+	}
 	mux.HandleFunc("GET /v1/checkpoint", a.checkpoint)
 	mux.HandleFunc("GET /v1/checkpoint/key", a.checkpointKey)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -56,6 +63,11 @@ type principalHandler func(w http.ResponseWriter, r *http.Request, p auth.Princi
 // authorized answers 401 to a caller without valid credentials and 403 to
 // one whose role does not allow the route.
 func (a *api) authorized(role auth.Role, h principalHandler) http.HandlerFunc {
+	return a.authorizedAny([]auth.Role{role}, h)
+}
+
+// authorizedAny is authorized for a route that any of roles may use.
+func (a *api) authorizedAny(roles []auth.Role, h principalHandler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		p, err := a.auth.Authenticate(r.Context(), r)
 		if err != nil {
@@ -63,8 +75,8 @@ func (a *api) authorized(role auth.Role, h principalHandler) http.HandlerFunc {
 			writeError(w, http.StatusUnauthorized, "unauthorized", err.Error())
 			return
 		}
-		if !p.Can(role) {
-			writeError(w, http.StatusForbidden, "forbidden", fmt.Sprintf("%s %q may not use %s (needs role %s)", p.Role, p.Name, r.URL.Path, role))
+		if !slices.ContainsFunc(roles, p.Can) {
+			writeError(w, http.StatusForbidden, "forbidden", fmt.Sprintf("%s %q may not use %s (needs role %s)", p.Role, p.Name, r.URL.Path, roles[0]))
 			return
 		}
 		h(w, r, p)

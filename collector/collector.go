@@ -140,6 +140,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	defer st.Close()
 	h, err := NewHandler(HandlerConfig{Store: st, Auth: cfg.Auth, MaxBatchBytes: cfg.MaxBatchBytes,
+		PolicyFile:           filepath.Join(cfg.DataDir, "policy.yaml"),
 		MaxRequestsPerClient: cfg.Server.MaxRequestsPerClient, Logger: log, Registry: reg})
 	if err != nil {
 		return err
@@ -182,7 +183,10 @@ type HandlerConfig struct {
 	// MaxRequestsPerClient bounds the requests in flight per client
 	// address (429 beyond). Zero: no bound.
 	MaxRequestsPerClient int
-	Logger               *slog.Logger
+	// PolicyFile keeps the policy pushed with PUT /v1/policy. Empty: no
+	// policy routes.
+	PolicyFile string
+	Logger     *slog.Logger
 	// Registry receives the API's metrics and is served on /metrics. Nil:
 	// a fresh registry.
 	Registry *prometheus.Registry
@@ -204,6 +208,12 @@ func NewHandler(cfg HandlerConfig) (http.Handler, error) {
 	}
 	m := newMetrics(cfg.Registry)
 	a := &api{store: cfg.Store, auth: cfg.Auth, maxBatch: cfg.MaxBatchBytes, log: cfg.Logger, m: m}
+	if cfg.PolicyFile != "" {
+		var err error
+		if a.policy, err = openPolicyStore(cfg.PolicyFile); err != nil {
+			return nil, err
+		}
+	}
 	mux := http.NewServeMux()
 	a.routes(mux)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Registry, promhttp.HandlerOpts{Registry: cfg.Registry}))

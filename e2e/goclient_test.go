@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"strconv"
@@ -30,6 +31,8 @@ const (
 	// each worker pausing envPace between its requests.
 	envCount = "PROMPTRAIL_E2E_COUNT"
 	envPace  = "PROMPTRAIL_E2E_PACE"
+	// envModel is the model the Go client asks for (default gpt-4o-mini).
+	envModel = "PROMPTRAIL_E2E_MODEL"
 )
 
 // clientResult is what every client (Go, Node, curl) reports.
@@ -39,8 +42,19 @@ type clientResult struct {
 	Text  string         `json:"text"`
 	Usage map[string]any `json:"usage,omitempty"`
 	Error string         `json:"error,omitempty"`
+	// APIError is the Go SDK's API error: what the SDK gives a program
+	// (its Error() says only the status).
+	APIError *apiErrorResult `json:"api_error,omitempty"`
 	// LatenciesMS are the durations of mode "many"'s requests.
 	LatenciesMS []float64 `json:"latencies_ms,omitempty"`
+}
+
+// apiErrorResult is an API error as the Go SDK parsed it.
+type apiErrorResult struct {
+	Status  int    `json:"status"`
+	Code    string `json:"code"`
+	Type    string `json:"type"`
+	Message string `json:"message"`
 }
 
 // goClientMain runs the Go SDK client if the environment asks for it.
@@ -54,6 +68,9 @@ func goClientMain() {
 	out := clientResult{PID: os.Getpid(), Mode: mode}
 	if err := goClient(ctx, mode, &out); err != nil {
 		out.Error = err.Error()
+		if ae := (*openai.Error)(nil); errors.As(err, &ae) {
+			out.APIError = &apiErrorResult{Status: ae.StatusCode, Code: ae.Code, Type: ae.Type, Message: ae.Message}
+		}
 	}
 	json.NewEncoder(os.Stdout).Encode(out)
 	os.Exit(0)
@@ -77,6 +94,9 @@ func goClient(ctx context.Context, mode string, out *clientResult) error {
 	chat := openai.ChatCompletionNewParams{
 		Model:    openai.ChatModelGPT4oMini,
 		Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage(prompt)},
+	}
+	if m := os.Getenv(envModel); m != "" {
+		chat.Model = m
 	}
 	switch mode {
 	case "many":

@@ -18,6 +18,7 @@ import (
 
 	"github.com/promptrail/promptrail/agent/intercept"
 	"github.com/promptrail/promptrail/agent/mask"
+	"github.com/promptrail/promptrail/agent/policy"
 	"github.com/promptrail/promptrail/agent/recorder"
 	"github.com/promptrail/promptrail/agent/tlsca"
 	"github.com/promptrail/promptrail/audit"
@@ -86,7 +87,13 @@ type DecryptConfig struct {
 	// refused because a budget was hit (promptrail_memory_budget,
 	// promptrail_body_timeout, promptrail_mask_budget).
 	OnBudgetHit func(code string)
-	Logger      *slog.Logger
+	// Policy decides, per request, whether it may go upstream (after
+	// masking, before its record is spooled). Nil: every request that
+	// passes masking goes.
+	Policy *policy.Current
+	// Node names this node for the policy's workload.node.
+	Node   string
+	Logger *slog.Logger
 }
 
 // connInfo is what the proxy knows about a decrypted connection.
@@ -252,7 +259,17 @@ func (d *decrypter) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	q := d.readAndMask(w, r, mem)
 	who, late := d.workload(info)
 	who, wfs := d.maskWorkload(who)
-	ex := d.cfg.Recorder.Begin(r, q.recorded, q.size, d.connection(r, info), who)
+	conn := d.connection(r, info)
+	ex := d.cfg.Recorder.Begin(r, q.recorded, q.size, conn, who)
+	var pol *policy.Policy
+	if d.cfg.Policy != nil {
+		// One policy for the whole request, even if a reload lands now;
+		// nil while none is known (a collector's not fetched yet).
+		pol = d.cfg.Policy.Policy()
+	}
+	if pol != nil {
+		ex.Decided(pol.Version(), "", "")
+	}
 	if late != nil {
 		ex.FillWorkloadLater(func() (audit.Workload, bool) {
 			w, ok := late()
@@ -262,6 +279,9 @@ func (d *decrypter) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ex.AddFindings(append(q.findings, wfs...)...)
 	if d.refused(w, ex, info, q) {
+		return
+	}
+	if pol != nil && d.decide(w, r, ex, pol, q, who, conn) {
 		return
 	}
 	if !d.spool(w, r, ex) {

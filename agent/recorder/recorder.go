@@ -165,10 +165,18 @@ func (e *Exchange) AddFindings(fs ...audit.Finding) {
 	}
 }
 
-// Block finishes a request that a rule blocked: nothing went upstream.
+// Decided records the policy decision on the request: its version, the
+// rule and its message. The action stays what happened to the body
+// ("allow" or "mask") until Block.
+func (e *Exchange) Decided(version, rule, message string) {
+	e.rec.Decision.PolicyVersion, e.rec.Decision.Rule, e.rec.Decision.Message = version, rule, message
+}
+
+// Block finishes a request that a rule blocked: nothing went upstream. A
+// message given to Decided stays.
 func (e *Exchange) Block(status int, rule string) {
 	e.rec.Response = &audit.Response{Status: status}
-	e.rec.Decision = audit.Decision{Action: "block", Rule: rule}
+	e.rec.Decision.Action, e.rec.Decision.Rule = "block", rule
 	e.finish(false)
 }
 

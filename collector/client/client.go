@@ -1,9 +1,10 @@
-// Package client calls the collector's query API: records, a record with
-// its inclusion proof, verification and checkpoints. The CLI's query,
-// verify and export commands use it.
+// Package client calls the collector's API: records, a record with its
+// inclusion proof, verification, checkpoints and the policy. The CLI's
+// query, verify, export and policy commands use it.
 package client
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -113,33 +114,81 @@ func (c *Client) getJSON(ctx context.Context, path string, q url.Values, v any) 
 }
 
 func (c *Client) get(ctx context.Context, path string, q url.Values) ([]byte, error) {
+	b, _, err := c.do(ctx, http.MethodGet, path, q, nil, nil)
+	return b, err
+}
+
+// do sends a request and returns the body of a 200 (or 304) answer and
+// its headers; any other status is an *Error.
+func (c *Client) do(ctx context.Context, method, path string, q url.Values, body []byte, h http.Header) ([]byte, *http.Response, error) {
 	u := *c.base
 	u.Path = strings.TrimSuffix(u.Path, "/") + path
 	u.RawQuery = q.Encode()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u.String(), rd)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
+	}
+	for k, v := range h {
+		req.Header[k] = v
 	}
 	if c.token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.token)
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("collector unreachable: %w", err)
+		return nil, nil, fmt.Errorf("collector unreachable: %w", err)
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
-		return nil, fmt.Errorf("collector: reading the answer of %s: %w", path, err)
+		return nil, nil, fmt.Errorf("collector: reading the answer of %s: %w", path, err)
 	}
-	if resp.StatusCode != http.StatusOK {
+	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusNotModified {
 		var ae collector.APIError
 		if json.Unmarshal(b, &ae) == nil && ae.Error.Message != "" {
-			return nil, &Error{Status: resp.StatusCode, Code: ae.Error.Code, Message: ae.Error.Message}
+			return nil, nil, &Error{Status: resp.StatusCode, Code: ae.Error.Code, Message: ae.Error.Message}
 		}
-		return nil, &Error{Status: resp.StatusCode, Message: strings.TrimSpace(string(b))}
+		return nil, nil, &Error{Status: resp.StatusCode, Message: strings.TrimSpace(string(b))}
 	}
-	return b, nil
+	return b, resp, nil
+}
+
+// PushPolicy replaces the collector's policy with the file's content
+// (admin token). A policy that does not compile is refused (an *Error
+// naming the rule) and the one in force stays.
+func (c *Client) PushPolicy(ctx context.Context, raw []byte) (collector.PolicyVersion, error) {
+	var v collector.PolicyVersion
+	b, _, err := c.do(ctx, http.MethodPut, "/v1/policy", nil, raw, http.Header{"Content-Type": {"application/yaml"}})
+	if err != nil {
+		return v, err
+	}
+	if err := json.Unmarshal(b, &v); err != nil {
+		return v, fmt.Errorf("collector: decoding the answer of PUT /v1/policy: %w", err)
+	}
+	return v, nil
+}
+
+// Policy fetches the collector's policy unless its version is have: then
+// changed is false and raw nil. A collector without a policy is an *Error
+// with status 404.
+func (c *Client) Policy(ctx context.Context, have string) (raw []byte, version string, changed bool, err error) {
+	h := http.Header{}
+	if have != "" {
+		h.Set("If-None-Match", `"`+have+`"`)
+	}
+	b, resp, err := c.do(ctx, http.MethodGet, "/v1/policy", nil, nil, h)
+	if err != nil {
+		return nil, "", false, err
+	}
+	version = strings.Trim(resp.Header.Get("ETag"), `"`)
+	if resp.StatusCode == http.StatusNotModified {
+		return nil, version, false, nil
+	}
+	return b, version, true, nil
 }
 
 // IsStatus reports whether err is an error answer with that status.

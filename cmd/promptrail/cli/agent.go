@@ -31,10 +31,10 @@ type agentFlags struct {
 	config, dataDir, cgroupRoot, failMode, pinPath, mark *string
 	caCert, caKey, upstreamCA, explicitListen, node      *string
 	caUnconstrained                                      *bool
-	maskRules, resolvConf                                *string
+	maskRules, resolvConf, policy                        *string
 	collector, tokenFile, spoolFull, metricsListen       *string
 	trustDomain                                          *string
-	kube                                                 *bool
+	kube, policyFromCollector                            *bool
 	identityLabels                                       *settings.List
 	spoolMax                                             *sizeFlag
 	spoolReserve                                         *sizeFlag
@@ -86,6 +86,7 @@ func addAgentFlags(fs *flag.FlagSet, dataDir string, failMode intercept.FailMode
 		resolvConf:     fs.String("resolv-conf", "/etc/resolv.conf", "resolver configuration `file` whose nameservers resolve target names"),
 		noMask:         fs.Bool("no-mask", false, "do not mask secrets: prompts and responses pass as sent (not recommended)"),
 		maskRules:      fs.String("mask-rules", "", "YAML `file` of custom masking rules, allowlist, rules to disable or block (see README)"),
+		policy:         fs.String("policy", "", "YAML `file` of policy rules deciding per request allow, mask or block; reloaded when it changes (default: none, see README \"Policy\")"),
 		maskDisable:    settings.NewList(),
 		maskBlock:      settings.NewList(),
 		collector:      fs.String("collector", "", "`URL` of the collector that records are shipped to, e.g. http://promptrail-collector:7070 (default: none; records stay in the spool)"),
@@ -96,6 +97,7 @@ func addAgentFlags(fs *flag.FlagSet, dataDir string, failMode intercept.FailMode
 		shipInterval:   &durationFlag{},
 		metricsListen:  fs.String("metrics-listen", "127.0.0.1:9464", "`ip:port` serving Prometheus /metrics and /healthz (empty: off)"),
 	}
+	f.policyFromCollector = fs.Bool("policy-from-collector", false, "apply the policy pushed to --collector (promptrail policy push), checked every 10s; the last verified copy is kept in --data-dir for a start while the collector is away")
 	f.kube = fs.Bool("kube", false, "resolve pods through the Kubernetes API (in-cluster service account; a pod informer restricted to --node-name)")
 	f.trustDomain = fs.String("trust-domain", "cluster.local", "SPIFFE trust `domain` of pod identities (spiffe://<domain>/ns/<ns>/sa/<sa>)")
 	f.identityLabels = settings.NewList()
@@ -173,16 +175,18 @@ func (f agentFlags) agentConfig() (agent.Config, error) {
 		ConnectionRecordRate: *f.connRecordRate,
 		Mask: agent.MaskConfig{Disabled: *f.noMask, RulesFile: *f.maskRules,
 			DisableRules: f.maskDisable.Values(), BlockRules: f.maskBlock.Values()},
-		Collector:         *f.collector,
-		TokenFile:         *f.tokenFile,
-		SpoolMaxBytes:     f.spoolMax.n,
-		SpoolReserveBytes: f.spoolReserve.n,
-		SpoolFull:         *f.spoolFull,
-		ShipInterval:      f.shipInterval.d,
-		MetricsListen:     *f.metricsListen,
-		Kube:              *f.kube,
-		TrustDomain:       *f.trustDomain,
-		IdentityLabels:    f.identityLabels.Values(),
+		Policy:              *f.policy,
+		PolicyFromCollector: *f.policyFromCollector,
+		Collector:           *f.collector,
+		TokenFile:           *f.tokenFile,
+		SpoolMaxBytes:       f.spoolMax.n,
+		SpoolReserveBytes:   f.spoolReserve.n,
+		SpoolFull:           *f.spoolFull,
+		ShipInterval:        f.shipInterval.d,
+		MetricsListen:       *f.metricsListen,
+		Kube:                *f.kube,
+		TrustDomain:         *f.trustDomain,
+		IdentityLabels:      f.identityLabels.Values(),
 	}, nil
 }
 
