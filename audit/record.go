@@ -56,6 +56,8 @@ type Record struct {
 	// never a part of it.
 	Findings []Finding `json:"findings,omitempty"`
 	Decision Decision  `json:"decision"`
+	// ApprovalEvent is the step of an approval record (kind approval).
+	ApprovalEvent *ApprovalEvent `json:"approval_event,omitempty"`
 	// Error says what went wrong, in words an operator can act on.
 	Error string `json:"error,omitempty"`
 }
@@ -191,6 +193,9 @@ type Decision struct {
 	// decided it ("default", "namespace:NS" for a default), unless a
 	// masking rule blocked the request first. Empty: no policy.
 	PolicyVersion string `json:"policy_version,omitempty"`
+	// Approval is the approval that held the request, when a policy rule
+	// required one.
+	Approval *ApprovalRef `json:"approval,omitempty"`
 }
 
 // NewID returns a fresh record ID for an exchange that started at t.

@@ -20,12 +20,13 @@ import (
 
 // api serves the collector's HTTP API over a store.
 type api struct {
-	store    *store.Store
-	auth     auth.Authenticator
-	maxBatch int64
-	log      *slog.Logger
-	m        *metrics
-	policy   *policyStore
+	store     *store.Store
+	auth      auth.Authenticator
+	maxBatch  int64
+	log       *slog.Logger
+	m         *metrics
+	policy    *policyStore
+	approvals *approvals
 }
 
 // RecordWithProof is the answer of GET /v1/records/{id}.
@@ -103,7 +104,7 @@ func (a *api) ingest(w http.ResponseWriter, r *http.Request, p auth.Principal) {
 		return
 	}
 	for _, ir := range recs {
-		if id := ir.rec.AgentID; !p.MayIngestFor(id) {
+		if id := ir.rec.AgentID; !p.MayIngestFor(id) || id == audit.CollectorAgentID {
 			a.m.ingestRejected.WithLabelValues("unknown_agent").Inc()
 			writeError(w, http.StatusForbidden, "unknown_agent",
 				fmt.Sprintf("record %d (%s): agent %q is not one this token may ingest for (token %q)", ir.index, ir.rec.ID, id, p.Name))

@@ -183,6 +183,9 @@ type HandlerConfig struct {
 	// MaxRequestsPerClient bounds the requests in flight per client
 	// address (429 beyond). Zero: no bound.
 	MaxRequestsPerClient int
+	// ApprovalTTL is how long an approval request waits for a decision
+	// before it expires (0: DefaultApprovalTTL).
+	ApprovalTTL time.Duration
 	// PolicyFile keeps the policy pushed with PUT /v1/policy. Empty: no
 	// policy routes.
 	PolicyFile string
@@ -214,8 +217,13 @@ func NewHandler(cfg HandlerConfig) (http.Handler, error) {
 			return nil, err
 		}
 	}
+	var err error
+	if a.approvals, err = openApprovals(context.Background(), cfg.Store, cfg.ApprovalTTL, cfg.Logger); err != nil {
+		return nil, err
+	}
 	mux := http.NewServeMux()
 	a.routes(mux)
+	a.approvalRoutes(mux)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Registry, promhttp.HandlerOpts{Registry: cfg.Registry}))
 	var h http.Handler = mux
 	if cfg.MaxRequestsPerClient > 0 {

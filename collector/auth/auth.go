@@ -29,7 +29,9 @@ const (
 	RoleAgent Role = "agent"
 	// RoleReader may query, export and verify.
 	RoleReader Role = "reader"
-	// RoleAdmin may do both.
+	// RoleApprover may list, show, approve and deny approval requests.
+	RoleApprover Role = "approver"
+	// RoleAdmin may do all of the above.
 	RoleAdmin Role = "admin"
 )
 
@@ -75,7 +77,7 @@ type Tokens struct {
 //
 //	<role> <name> <token>
 //
-// where role is agent, reader or admin; name is the agent ID an agent token
+// where role is agent, reader, approver or admin; name is the agent ID an agent token
 // may ingest for ("*": any) or a label for the others. Blank lines and
 // lines starting with # are ignored.
 func LoadTokens(path string) (*Tokens, error) {
@@ -105,9 +107,9 @@ func ParseTokens(b []byte) (*Tokens, error) {
 		}
 		role := Role(f[0])
 		switch role {
-		case RoleAgent, RoleReader, RoleAdmin:
+		case RoleAgent, RoleReader, RoleApprover, RoleAdmin:
 		default:
-			return nil, fmt.Errorf("line %d: role %q: want agent, reader or admin", n, f[0])
+			return nil, fmt.Errorf("line %d: role %q: want agent, reader, approver or admin", n, f[0])
 		}
 		if len(f[2]) < 16 {
 			return nil, fmt.Errorf("line %d: token shorter than 16 characters", n)

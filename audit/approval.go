@@ -1,0 +1,68 @@
+package audit
+
+import "time"
+
+// KindApproval is the kind of a record the collector writes into its own
+// chain (agent ID CollectorAgentID) for each step of an approval: created,
+// approved, denied, expired, grant used. They sit in the same Merkle log as
+// the exchanges, so verify covers them.
+const KindApproval = "approval"
+
+// CollectorAgentID is the chain the collector seals its own records in.
+// No token may ingest records for it.
+const CollectorAgentID = "promptrail-collector"
+
+// States of an approval request.
+const (
+	ApprovalPending  = "pending"
+	ApprovalApproved = "approved"
+	ApprovalDenied   = "denied"
+	ApprovalExpired  = "expired"
+	// ApprovalUsed: approved, and its one-shot grant was used by a retry.
+	ApprovalUsed = "used"
+)
+
+// Approval is a request held for a person, as the collector keeps it and
+// the approver sees it: the request is the masked one.
+type Approval struct {
+	ID            string    `json:"id"`
+	State         string    `json:"state"`
+	AgentID       string    `json:"agent_id"`
+	RecordID      string    `json:"record_id,omitempty"` // the exchange record that asked first
+	Rule          string    `json:"rule"`
+	Message       string    `json:"message,omitempty"`
+	PolicyVersion string    `json:"policy_version,omitempty"`
+	Approvers     []string  `json:"approvers,omitempty"` // roles that may decide; empty: approver (and admin)
+	Digest        string    `json:"digest"`              // sha256 of method, host, path and masked body
+	GrantMinutes  int       `json:"grant_minutes"`
+	Workload      Workload  `json:"workload"`
+	Request       Request   `json:"request,omitzero"`
+	Created       time.Time `json:"created"`
+	Expires       time.Time `json:"expires"`
+	DecidedBy     string    `json:"decided_by,omitempty"`
+	DecidedAt     time.Time `json:"decided_at,omitzero"`
+	Reason        string    `json:"reason,omitempty"`
+	// GrantUntil: an approved request's retry passes once before then.
+	GrantUntil time.Time `json:"grant_until,omitzero"`
+	UsedAt     time.Time `json:"used_at,omitzero"`
+}
+
+// ApprovalEvent is the body of an approval record: one step, by whom,
+// when, why, and the approval as it stood after it.
+type ApprovalEvent struct {
+	Event    string    `json:"event"` // created, approved, denied, expired, used
+	By       string    `json:"by,omitempty"`
+	At       time.Time `json:"at"`
+	Reason   string    `json:"reason,omitempty"`
+	Approval Approval  `json:"approval"`
+}
+
+// ApprovalRef is what an exchange record says about the approval that
+// held it.
+type ApprovalRef struct {
+	ID     string    `json:"id,omitempty"`
+	State  string    `json:"state"` // held, approved, denied, pending (not in time), unavailable
+	By     string    `json:"by,omitempty"`
+	At     time.Time `json:"at,omitzero"`
+	Reason string    `json:"reason,omitempty"`
+}
