@@ -115,6 +115,9 @@ type Config struct {
 	// (conditional GET), keeping the last verified copy in DataDir for a
 	// start while the collector is away.
 	PolicyFromCollector bool
+	// ApprovalWait bounds how long a request a policy rule holds for
+	// approval waits for a decision (at Collector). Zero: 25s.
+	ApprovalWait time.Duration
 	// Collector is the base URL of the collector that records are shipped
 	// to. Empty: records stay in the spool (a warning says so).
 	Collector string
@@ -205,6 +208,10 @@ func Run(ctx context.Context, cfg Config) error {
 		go ps.run(ctx)
 		decrypt.Policy = ps.cur
 	}
+	if cfg.Collector != "" {
+		decrypt.Approvals = newCollectorApprovals(cfg.Collector, cfg.TokenFile, node)
+	}
+	decrypt.ApprovalWait = cfg.ApprovalWait
 	var explicit net.Listener
 	if cfg.ExplicitProxyListen != "" {
 		if explicit, err = net.Listen("tcp", cfg.ExplicitProxyListen); err != nil {

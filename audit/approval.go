@@ -47,6 +47,22 @@ type Approval struct {
 	UsedAt     time.Time `json:"used_at,omitzero"`
 }
 
+// ApprovalRequest is what an agent asks a person to approve (the body of
+// the collector's POST /v1/approvals), the request masked as it would go
+// upstream.
+type ApprovalRequest struct {
+	AgentID       string   `json:"agent_id"`
+	RecordID      string   `json:"record_id"`
+	Rule          string   `json:"rule"`
+	Message       string   `json:"message,omitempty"`
+	PolicyVersion string   `json:"policy_version,omitempty"`
+	Approvers     []string `json:"approvers,omitempty"`
+	Digest        string   `json:"digest"`
+	GrantMinutes  int      `json:"grant_minutes,omitempty"`
+	Workload      Workload `json:"workload"`
+	Request       Request  `json:"request"`
+}
+
 // ApprovalEvent is the body of an approval record: one step, by whom,
 // when, why, and the approval as it stood after it.
 type ApprovalEvent struct {

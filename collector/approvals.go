@@ -27,20 +27,8 @@ const DefaultGrantMinutes = 15
 // maxApprovalWait bounds a long poll.
 const maxApprovalWait = time.Minute
 
-// NewApproval is the body of POST /v1/approvals: what an agent asks a
-// person to approve, the request masked as it would go upstream.
-type NewApproval struct {
-	AgentID       string         `json:"agent_id"`
-	RecordID      string         `json:"record_id"`
-	Rule          string         `json:"rule"`
-	Message       string         `json:"message,omitempty"`
-	PolicyVersion string         `json:"policy_version,omitempty"`
-	Approvers     []string       `json:"approvers,omitempty"`
-	Digest        string         `json:"digest"`
-	GrantMinutes  int            `json:"grant_minutes,omitempty"`
-	Workload      audit.Workload `json:"workload"`
-	Request       audit.Request  `json:"request"`
-}
+// NewApproval is the body of POST /v1/approvals.
+type NewApproval = audit.ApprovalRequest
 
 // ApprovalDecision is the body of POST /v1/approvals/{id}/approve|deny.
 type ApprovalDecision struct {

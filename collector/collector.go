@@ -44,6 +44,9 @@ type Config struct {
 	// arrives, either way, before it is rejected. Zero:
 	// store.DefaultMaxClockSkew (7 days); negative: no check.
 	MaxClockSkew time.Duration
+	// ApprovalTTL is how long an approval request waits for a decision
+	// before it expires. Zero: DefaultApprovalTTL (1h).
+	ApprovalTTL time.Duration
 	// Server bounds what one connection or client may take of the HTTP
 	// server. Zero fields take the defaults of ServerLimits.
 	Server ServerLimits
@@ -141,6 +144,7 @@ func Run(ctx context.Context, cfg Config) error {
 	defer st.Close()
 	h, err := NewHandler(HandlerConfig{Store: st, Auth: cfg.Auth, MaxBatchBytes: cfg.MaxBatchBytes,
 		PolicyFile:           filepath.Join(cfg.DataDir, "policy.yaml"),
+		ApprovalTTL:          cfg.ApprovalTTL,
 		MaxRequestsPerClient: cfg.Server.MaxRequestsPerClient, Logger: log, Registry: reg})
 	if err != nil {
 		return err

@@ -55,6 +55,9 @@ type apiErrorResult struct {
 	Code    string `json:"code"`
 	Type    string `json:"type"`
 	Message string `json:"message"`
+	// ApprovalID is the approval_id promptrail puts beside the code of a
+	// held request's error, as the SDK keeps it (an extra field).
+	ApprovalID string `json:"approval_id,omitempty"`
 }
 
 // goClientMain runs the Go SDK client if the environment asks for it.
@@ -70,6 +73,7 @@ func goClientMain() {
 		out.Error = err.Error()
 		if ae := (*openai.Error)(nil); errors.As(err, &ae) {
 			out.APIError = &apiErrorResult{Status: ae.StatusCode, Code: ae.Code, Type: ae.Type, Message: ae.Message}
+			json.Unmarshal([]byte(ae.JSON.ExtraFields["approval_id"].Raw()), &out.APIError.ApprovalID)
 		}
 	}
 	json.NewEncoder(os.Stdout).Encode(out)

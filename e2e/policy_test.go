@@ -28,7 +28,14 @@ default:
 // of an agent's flags wins).
 func policyPinDir(t *testing.T) string {
 	t.Helper()
-	pins, err := os.MkdirTemp("/sys/fs/bpf", "promptrail-i12-policy-")
+	return pinDirNamed(t, "promptrail-i12-policy-")
+}
+
+// pinDirNamed is a fresh pin directory in bpffs whose name starts with
+// prefix, removed with its pins at the end of the test.
+func pinDirNamed(t *testing.T, prefix string) string {
+	t.Helper()
+	pins, err := os.MkdirTemp("/sys/fs/bpf", prefix)
 	if err != nil {
 		t.Fatalf("creating pin directory in bpffs: %v", err)
 	}

@@ -26,10 +26,17 @@ const (
 	RequireApproval = "require_approval"
 )
 
-// ErrApprovalUnavailable refuses a policy that holds requests for a
-// person: the approval flow does not exist yet, and a rule that asks for it
-// must not quietly become something else.
-var ErrApprovalUnavailable = errors.New("action require_approval is not available yet: this agent has no approval flow; use block (or allow) until it does")
+// DefaultGrantMinutes is how long an approval's one-shot grant lasts when
+// the rule does not say.
+const DefaultGrantMinutes = 15
+
+// Grant is what an approval lets through: kind once (the default) lets
+// a retry of the same request (same digest, same workload) pass once
+// within Minutes of the approval.
+type Grant struct {
+	Kind    string `yaml:"kind,omitempty" json:"kind,omitempty"`
+	Minutes int    `yaml:"minutes,omitempty" json:"minutes,omitempty"`
+}
 
 // File is a policy file as written.
 type File struct {
@@ -48,8 +55,10 @@ type Rule struct {
 	Action  string `yaml:"action" json:"action"`
 	Message string `yaml:"message,omitempty" json:"message,omitempty"`
 	// Approvers and Grant belong to require_approval.
+	// Approvers are the collector roles that may decide (approver,
+	// admin); empty: approver (admin always may).
 	Approvers []string `yaml:"approvers,omitempty" json:"approvers,omitempty"`
-	Grant     any      `yaml:"grant,omitempty" json:"grant,omitempty"`
+	Grant     *Grant   `yaml:"grant,omitempty" json:"grant,omitempty"`
 }
 
 // Default is a decision without a condition.
@@ -64,6 +73,9 @@ type Decision struct {
 	Rule    string // the rule's name; "default" or "namespace:NS" for a default
 	Message string
 	Version string // the policy's version
+	// Approvers and GrantMinutes belong to require_approval.
+	Approvers    []string
+	GrantMinutes int
 }
 
 // Policy is a compiled policy file. It is safe for concurrent use.
@@ -76,6 +88,8 @@ type Policy struct {
 
 type compiled struct {
 	name, action, message string
+	approvers             []string
+	grantMinutes          int
 	prg                   cel.Program
 }
 
@@ -133,9 +147,9 @@ func Compile(f File) (*Policy, error) {
 		if err := checkAction(d.Action); err != nil {
 			return nil, fmt.Errorf("namespaces: %q: %w", ns, err)
 		}
-		p.namespaces[ns] = Decision{Action: d.Action, Rule: "namespace:" + ns, Message: d.Message, Version: version}
+		p.namespaces[ns] = Decision{Action: d.Action, Rule: "namespace:" + ns, Message: d.Message, Version: version, GrantMinutes: DefaultGrantMinutes}
 	}
-	p.fallback = Decision{Action: Mask, Rule: "default", Version: version}
+	p.fallback = Decision{Action: Mask, Rule: "default", Version: version, GrantMinutes: DefaultGrantMinutes}
 	if f.Default != nil {
 		if err := checkAction(f.Default.Action); err != nil {
 			return nil, fmt.Errorf("default: %w", err)
@@ -158,8 +172,9 @@ func compileRule(env *cel.Env, r Rule, seen map[string]bool) (compiled, error) {
 	if err := checkAction(r.Action); err != nil {
 		return compiled{}, err
 	}
-	if len(r.Approvers) > 0 || r.Grant != nil {
-		return compiled{}, fmt.Errorf("approvers and grant belong to action %s, not %s", RequireApproval, r.Action)
+	minutes, err := checkApproval(r)
+	if err != nil {
+		return compiled{}, err
 	}
 	ast, iss := env.Compile(r.When)
 	if iss.Err() != nil {
@@ -172,19 +187,52 @@ func compileRule(env *cel.Env, r Rule, seen map[string]bool) (compiled, error) {
 	if err != nil {
 		return compiled{}, fmt.Errorf("when: %w", err)
 	}
-	return compiled{name: r.Name, action: r.Action, message: r.Message, prg: prg}, nil
+	return compiled{name: r.Name, action: r.Action, message: r.Message, approvers: r.Approvers, grantMinutes: minutes, prg: prg}, nil
+}
+
+// checkApproval checks a rule's approvers and grant and returns the
+// grant's minutes.
+func checkApproval(r Rule) (int, error) {
+	if r.Action != RequireApproval {
+		if len(r.Approvers) > 0 || r.Grant != nil {
+			return 0, fmt.Errorf("approvers and grant belong to action %s, not %s", RequireApproval, r.Action)
+		}
+		return DefaultGrantMinutes, nil
+	}
+	for _, a := range r.Approvers {
+		if a != "approver" && a != "admin" {
+			// Groups come with OIDC; until then the collector knows roles.
+			return 0, fmt.Errorf("approvers: %q: want the collector role approver or admin", a)
+		}
+	}
+	if r.Grant == nil {
+		return DefaultGrantMinutes, nil
+	}
+	switch r.Grant.Kind {
+	case "", "once":
+	case "window":
+		return 0, errors.New("grant: kind window is not available yet; use once")
+	default:
+		return 0, fmt.Errorf("grant: kind %q: want once", r.Grant.Kind)
+	}
+	switch m := r.Grant.Minutes; {
+	case m == 0:
+		return DefaultGrantMinutes, nil
+	case m < 1 || m > 24*60:
+		return 0, fmt.Errorf("grant: minutes %d: want 1 to 1440", m)
+	default:
+		return m, nil
+	}
 }
 
 func checkAction(a string) error {
 	switch a {
-	case Allow, Mask, Block:
+	case Allow, Mask, Block, RequireApproval:
 		return nil
-	case RequireApproval:
-		return ErrApprovalUnavailable
 	case "":
-		return errors.New("no action (allow, mask or block)")
+		return errors.New("no action (allow, mask, block or require_approval)")
 	}
-	return fmt.Errorf("action %q: not allow, mask or block", a)
+	return fmt.Errorf("action %q: not allow, mask, block or require_approval", a)
 }
 
 // newEnv declares the variables a rule sees, typed, so that a misspelt
@@ -253,7 +301,8 @@ func (p *Policy) Decide(in *Input) Decision {
 				Message: fmt.Sprintf("the rule could not be evaluated (%v), and a rule that fails blocks", err)}
 		}
 		if out == types.True {
-			return Decision{Action: r.action, Rule: r.name, Message: r.message, Version: p.version}
+			return Decision{Action: r.action, Rule: r.name, Message: r.message, Version: p.version,
+				Approvers: r.approvers, GrantMinutes: r.grantMinutes}
 		}
 	}
 	if d, ok := p.namespaces[in.Workload.Namespace]; ok && in.Workload.Namespace != "" {

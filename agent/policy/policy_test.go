@@ -2,7 +2,6 @@ package policy
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -116,8 +115,9 @@ func TestParseRefuses(t *testing.T) {
 		{"twice", "rules:\n  - {name: a, when: 'true', action: block}\n  - {name: a, when: 'false', action: allow}\n", []string{`rule "a"`, "second rule"}},
 		{"no when", "rules:\n  - {name: a, action: block}\n", []string{`rule "a"`, "no when"}},
 		{"bad action", "rules:\n  - {name: a, when: 'true', action: deny}\n", []string{`rule "a"`, `"deny"`}},
-		{"approval", "rules:\n  - {name: hold, when: 'true', action: require_approval, approvers: [sec]}\n", []string{`rule "hold"`, "require_approval is not available yet"}},
-		{"approval default", "rules: []\ndefault: {action: require_approval}\n", []string{"default", "not available yet"}},
+		{"approver group", "rules:\n  - {name: hold, when: 'true', action: require_approval, approvers: [sec]}\n", []string{`rule "hold"`, `"sec"`, "approver or admin"}},
+		{"window grant", "rules:\n  - {name: hold, when: 'true', action: require_approval, grant: {kind: window}}\n", []string{`rule "hold"`, "window is not available yet"}},
+		{"grant minutes", "rules:\n  - {name: hold, when: 'true', action: require_approval, grant: {minutes: 5000}}\n", []string{`rule "hold"`, "1 to 1440"}},
 		{"approvers on block", "rules:\n  - {name: a, when: 'true', action: block, approvers: [sec]}\n", []string{`rule "a"`, "approvers"}},
 		{"namespace action", "rules: []\nnamespaces:\n  ci: {action: nope}\n", []string{`"ci"`, `"nope"`}},
 	}
@@ -132,10 +132,17 @@ func TestParseRefuses(t *testing.T) {
 					t.Errorf("error %q does not contain %q", err, w)
 				}
 			}
-			if c.name == "approval" && !errors.Is(err, ErrApprovalUnavailable) {
-				t.Errorf("error %v is not ErrApprovalUnavailable", err)
-			}
 		})
+	}
+}
+
+func TestRequireApprovalCarriesItsApproversAndGrant(t *testing.T) {
+	p := mustParse(t, "rules:\n  - {name: hold, when: 'true', action: require_approval, approvers: [admin], grant: {kind: once, minutes: 5}}\n"+
+		"  - {name: never, when: 'false', action: require_approval}\n")
+	var in Input
+	d := p.Decide(&in)
+	if d.Action != RequireApproval || d.Rule != "hold" || d.GrantMinutes != 5 || len(d.Approvers) != 1 || d.Approvers[0] != "admin" {
+		t.Fatalf("decision %+v, want require_approval by hold, admin, 5 minutes", d)
 	}
 }
 

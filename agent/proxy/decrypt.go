@@ -91,6 +91,13 @@ type DecryptConfig struct {
 	// masking, before its record is spooled). Nil: every request that
 	// passes masking goes.
 	Policy *policy.Current
+	// Approvals is where a request a rule holds is put to a person. Nil:
+	// such requests are refused (503 promptrail_approval_unavailable).
+	Approvals Approvals
+	// ApprovalWait bounds how long a held request waits for a decision
+	// before the client is answered 403 promptrail_approval_pending.
+	// Zero: DefaultApprovalWait.
+	ApprovalWait time.Duration
 	// Node names this node for the policy's workload.node.
 	Node   string
 	Logger *slog.Logger

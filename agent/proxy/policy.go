@@ -27,6 +27,9 @@ func (d *decrypter) decide(w http.ResponseWriter, r *http.Request, ex *recorder.
 	}
 	dec := pol.Decide(&in)
 	ex.Decided(dec.Version, dec.Rule, dec.Message)
+	if dec.Action == policy.RequireApproval {
+		return d.hold(w, r, ex, dec, q, who)
+	}
 	if dec.Action != policy.Block {
 		// allow and mask both forward the masked body: a policy never
 		// unmasks.

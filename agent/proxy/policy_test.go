@@ -25,7 +25,7 @@ default:
   action: mask
 `
 
-func policyFixture(t *testing.T, src string) (*decryptFixture, *policy.Policy) {
+func policyFixture(t *testing.T, src string, opts ...func(*DecryptConfig)) (*decryptFixture, *policy.Policy) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "policy.yaml")
 	if err := os.WriteFile(path, []byte(src), 0o600); err != nil {
@@ -35,7 +35,12 @@ func policyFixture(t *testing.T, src string) (*decryptFixture, *policy.Policy) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return maskFixture(t, func(dc *DecryptConfig) { dc.Policy = cur }), cur.Policy()
+	return maskFixture(t, func(dc *DecryptConfig) {
+		dc.Policy = cur
+		for _, o := range opts {
+			o(dc)
+		}
+	}), cur.Policy()
 }
 
 func TestPolicyDecidesEachRequest(t *testing.T) {

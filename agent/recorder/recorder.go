@@ -172,6 +172,12 @@ func (e *Exchange) Decided(version, rule, message string) {
 	e.rec.Decision.PolicyVersion, e.rec.Decision.Rule, e.rec.Decision.Message = version, rule, message
 }
 
+// Request returns the record's request: masked, as the record keeps it.
+func (e *Exchange) Request() audit.Request { return e.rec.Request }
+
+// Approval records the approval that held the request.
+func (e *Exchange) Approval(a *audit.ApprovalRef) { e.rec.Decision.Approval = a }
+
 // Block finishes a request that a rule blocked: nothing went upstream. A
 // message given to Decided stays.
 func (e *Exchange) Block(status int, rule string) {

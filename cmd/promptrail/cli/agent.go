@@ -38,7 +38,7 @@ type agentFlags struct {
 	identityLabels                                       *settings.List
 	spoolMax                                             *sizeFlag
 	spoolReserve                                         *sizeFlag
-	shipInterval                                         *durationFlag
+	shipInterval, approvalWait                           *durationFlag
 	noMask                                               *bool
 	maskDisable, maskBlock                               *settings.List
 	maxBody                                              *int
@@ -86,7 +86,7 @@ func addAgentFlags(fs *flag.FlagSet, dataDir string, failMode intercept.FailMode
 		resolvConf:     fs.String("resolv-conf", "/etc/resolv.conf", "resolver configuration `file` whose nameservers resolve target names"),
 		noMask:         fs.Bool("no-mask", false, "do not mask secrets: prompts and responses pass as sent (not recommended)"),
 		maskRules:      fs.String("mask-rules", "", "YAML `file` of custom masking rules, allowlist, rules to disable or block (see README)"),
-		policy:         fs.String("policy", "", "YAML `file` of policy rules deciding per request allow, mask or block; reloaded when it changes (default: none, see README \"Policy\")"),
+		policy:         fs.String("policy", "", "YAML `file` of policy rules deciding per request allow, mask, block or require_approval; reloaded when it changes (default: none, see README \"Policy\")"),
 		maskDisable:    settings.NewList(),
 		maskBlock:      settings.NewList(),
 		collector:      fs.String("collector", "", "`URL` of the collector that records are shipped to, e.g. http://promptrail-collector:7070 (default: none; records stay in the spool)"),
@@ -95,6 +95,7 @@ func addAgentFlags(fs *flag.FlagSet, dataDir string, failMode intercept.FailMode
 		spoolMax:       &sizeFlag{n: 1 << 30},
 		spoolReserve:   &sizeFlag{n: spool.DefaultReserveBytes},
 		shipInterval:   &durationFlag{},
+		approvalWait:   &durationFlag{},
 		metricsListen:  fs.String("metrics-listen", "127.0.0.1:9464", "`ip:port` serving Prometheus /metrics and /healthz (empty: off)"),
 	}
 	f.policyFromCollector = fs.Bool("policy-from-collector", false, "apply the policy pushed to --collector (promptrail policy push), checked every 10s; the last verified copy is kept in --data-dir for a start while the collector is away")
@@ -104,6 +105,7 @@ func addAgentFlags(fs *flag.FlagSet, dataDir string, failMode intercept.FailMode
 	fs.Var(f.identityLabels, "identity-label", "pod label `key` copied into records, repeatable (default app.kubernetes.io/name, app.kubernetes.io/instance, app.kubernetes.io/component, app, version)")
 	fs.Var(f.spoolMax, "spool-max-bytes", "`size` limit of the spool, e.g. 512MiB or 2GiB")
 	fs.Var(f.spoolReserve, "spool-reserve-bytes", "free `size` kept on the spool's disk: below it the spool counts as full (--spool-full), so the disk never fills under Badger (at least 64MiB)")
+	fs.Var(f.approvalWait, "approval-wait", "how `long` a request a policy rule holds for approval waits for a decision at --collector before the client gets 403 promptrail_approval_pending (default 25s, below SDK and load-balancer timeouts)")
 	fs.Var(f.shipInterval, "ship-interval", "how `long` a partial batch of records waits for more before it is shipped (default 1s)")
 	fs.Var(f.maskDisable, "mask-disable-rule", "`rule-id` not to apply, repeatable")
 	fs.Var(f.maskBlock, "mask-block-rule", "`rule-id` whose findings block the request (403) instead of masking it, repeatable")
@@ -177,6 +179,7 @@ func (f agentFlags) agentConfig() (agent.Config, error) {
 			DisableRules: f.maskDisable.Values(), BlockRules: f.maskBlock.Values()},
 		Policy:              *f.policy,
 		PolicyFromCollector: *f.policyFromCollector,
+		ApprovalWait:        f.approvalWait.d,
 		Collector:           *f.collector,
 		TokenFile:           *f.tokenFile,
 		SpoolMaxBytes:       f.spoolMax.n,

@@ -41,6 +41,7 @@ func commands() map[string]command {
 		"verify":    {"verify the collector's store (chains, Merkle log) or one record's proof", runVerify},
 		"export":    {"export audit records from the collector as JSON lines", runExport},
 		"policy":    {"check a policy file, push it to the collector, or get the one in force", runPolicy},
+		"approvals": {"list, show, approve or deny requests a policy rule holds for a person", runApprovals},
 	}
 }
 

@@ -34,6 +34,7 @@ func runCollector(ctx context.Context, args []string) error {
 	every := &durationFlag{}
 	fs.Var(every, "checkpoint-interval", "sign a checkpoint of the Merkle log this `often`, also when idle (default 30s)")
 	memLimit := fs.String("memory-limit", "1GiB", "soft memory `limit` of the Go runtime (GOMEMLIMIT wins when set); Badger's caches are sized below it")
+	approvalTTL := fs.Duration("approval-ttl", collector.DefaultApprovalTTL, "how `long` a request held for approval waits for a decision before it expires and can no longer be approved")
 	skew := fs.Duration("max-clock-skew", store.DefaultMaxClockSkew, "reject records whose start is further than this `long` from the collector's clock, either way (negative: no check)")
 	var lim collector.ServerLimits
 	fs.DurationVar(&lim.ReadHeaderTimeout, "read-header-timeout", collector.DefaultReadHeaderTimeout, "close a connection whose request headers take `longer`")
@@ -62,7 +63,7 @@ func runCollector(ctx context.Context, args []string) error {
 	go a.Watch(ctx, tokensReload, logger)
 	return collector.Run(ctx, collector.Config{
 		DataDir: *dataDir, Listen: *listen, Auth: a, Retention: retention.d,
-		CheckpointEvery: every.d, MaxClockSkew: *skew, Server: lim, Logger: logger,
+		CheckpointEvery: every.d, MaxClockSkew: *skew, ApprovalTTL: *approvalTTL, Server: lim, Logger: logger,
 	})
 }
 

@@ -45,11 +45,7 @@ func TestPolicyCheckPushGet(t *testing.T) {
 	oldOut := Stdout
 	Stdout = &out
 	t.Cleanup(func() { Stdout = oldOut })
-	cases := []struct {
-		args   []string
-		errHas string // "" : succeeds
-		outHas string
-	}{
+	cases := []cliCase{
 		{[]string{"policy", "check", good}, "", "sha256:"},
 		{[]string{"policy", "check", bad}, `rule "typo"`, ""},
 		{[]string{"policy", "push", "--collector", srv.URL, "--token-file", readerTok, good}, "admin", ""},
@@ -57,6 +53,21 @@ func TestPolicyCheckPushGet(t *testing.T) {
 		{[]string{"policy", "push", "--collector", srv.URL, "--token-file", adminTok, good}, "", "pushed sha256:"},
 		{[]string{"policy", "get", "--collector", srv.URL, "--token-file", readerTok}, "", "name: a"},
 	}
+	runCLICases(t, &out, cases)
+}
+
+// cliCase is a command line and what it must say: an error containing
+// errHas ("": it succeeds) and output containing outHas.
+type cliCase struct {
+	args   []string
+	errHas string
+	outHas string
+}
+
+// runCLICases runs each case in turn, its output in out, and checks that
+// none prints what a terminal would act on.
+func runCLICases(t *testing.T, out *bytes.Buffer, cases []cliCase) {
+	t.Helper()
 	for _, c := range cases {
 		out.Reset()
 		err := Run(context.Background(), c.args)
@@ -67,6 +78,8 @@ func TestPolicyCheckPushGet(t *testing.T) {
 			t.Errorf("%v: error %v, want one saying %q", c.args, err, c.errHas)
 		case !strings.Contains(out.String(), c.outHas):
 			t.Errorf("%v: printed %q, want %q", c.args, out.String(), c.outHas)
+		case terminalActs(out.Bytes()) != "":
+			t.Errorf("%v: printed %q raw to the terminal", c.args, terminalActs(out.Bytes()))
 		}
 	}
 }

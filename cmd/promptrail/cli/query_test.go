@@ -33,14 +33,16 @@ type collectorFixture struct {
 	seq            map[string]uint64
 }
 
-func newCollectorFixture(t *testing.T) *collectorFixture {
+// newCollectorFixture is a collector with a reader token (in tokenFile)
+// and the tokens file lines extra.
+func newCollectorFixture(t *testing.T, extra ...string) *collectorFixture {
 	t.Helper()
 	st, err := store.Open(context.Background(), store.Config{Dir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	tok, err := auth.ParseTokens([]byte("reader cli " + readerToken + "\n"))
+	tok, err := auth.ParseTokens([]byte("reader cli " + readerToken + "\n" + strings.Join(extra, "\n")))
 	if err != nil {
 		t.Fatal(err)
 	}
