@@ -1,12 +1,17 @@
 package collector_test
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
+
+	badger "github.com/dgraph-io/badger/v4"
 
 	"github.com/promptrail/promptrail/audit"
 	"github.com/promptrail/promptrail/collector"
@@ -24,7 +29,13 @@ const (
 // approvalServer is a collector whose approval requests expire after ttl.
 func approvalServer(t *testing.T, ttl time.Duration) (*httptest.Server, *store.Store) {
 	t.Helper()
-	st, err := store.Open(context.Background(), store.Config{Dir: t.TempDir()})
+	return approvalServerIn(t, t.TempDir(), ttl)
+}
+
+// approvalServerIn is approvalServer with its store in dir.
+func approvalServerIn(t *testing.T, dir string, ttl time.Duration) (*httptest.Server, *store.Store) {
+	t.Helper()
+	st, err := store.Open(context.Background(), store.Config{Dir: dir})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -177,5 +188,84 @@ func TestAgentsCannotWriteTheCollectorsChain(t *testing.T) {
 	recs := chain(t, audit.CollectorAgentID, 1, "forged")
 	if status, body := post(t, srv, admin, batch(t, recs)); status != http.StatusForbidden {
 		t.Fatalf("ingest into the collector's chain: %d %s, want 403", status, body)
+	}
+}
+
+// TestVerifyFindsEditedOrDeletedApprovalSteps edits and deletes approval
+// records behind the collector's back: verify names them.
+func TestVerifyFindsEditedOrDeletedApprovalSteps(t *testing.T) {
+	tampers := []struct {
+		name   string
+		event  string // the step whose record is tampered with
+		tamper func(txn *badger.Txn, key, val []byte) error
+	}{
+		{"edited reason", "approval_approved", func(txn *badger.Txn, key, val []byte) error {
+			edited := bytes.Replace(val, []byte("ticket 9"), []byte("ticket 8"), -1)
+			if bytes.Equal(edited, val) {
+				return errors.New("reason not found in the stored record")
+			}
+			return txn.Set(key, edited)
+		}},
+		{"deleted creation", "approval_created", func(txn *badger.Txn, key, _ []byte) error { return txn.Delete(key) }},
+	}
+	for _, tt := range tampers {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := context.Background()
+			dir := t.TempDir()
+			srv, st := approvalServerIn(t, dir, time.Hour)
+			a, err := policyClient(t, srv, agentA).RequestApproval(ctx, newApproval("sha256:tamper"))
+			if err == nil {
+				_, err = policyClient(t, srv, approverA).DecideApproval(ctx, a.ID, true, "ticket 9")
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			page, err := st.Query(ctx, store.Filter{Agent: audit.CollectorAgentID, Action: tt.event, Limit: 10})
+			if err != nil || len(page.Records) != 1 {
+				t.Fatalf("the %s record: %d, %v", tt.event, len(page.Records), err)
+			}
+			target := page.Records[0].ID
+			srv.Close()
+			if err := st.Close(); err != nil {
+				t.Fatal(err)
+			}
+			db, err := badger.Open(badger.DefaultOptions(filepath.Join(dir, "db")).WithLogger(nil))
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = db.Update(func(txn *badger.Txn) error {
+				it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte("b/")})
+				defer it.Close()
+				for it.Rewind(); it.Valid(); it.Next() {
+					if key := it.Item().KeyCopy(nil); bytes.HasSuffix(key, []byte("/r/"+target)) {
+						val, err := it.Item().ValueCopy(nil)
+						if err != nil {
+							return err
+						}
+						return tt.tamper(txn, key, val)
+					}
+				}
+				return errors.New("record not found")
+			})
+			if cerr := db.Close(); err != nil || cerr != nil {
+				t.Fatal(err, cerr)
+			}
+			st, err = store.Open(ctx, store.Config{Dir: dir})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer st.Close()
+			rep, err := st.Verify(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			named := false
+			for _, p := range rep.Problems {
+				named = named || p.ID == target
+			}
+			if rep.OK || !named {
+				t.Fatalf("verify: %+v, want a problem naming %s", rep, target)
+			}
+		})
 	}
 }
