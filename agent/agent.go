@@ -108,7 +108,7 @@ type Config struct {
 	// Mask configures secret masking (on unless Mask.Disabled).
 	Mask MaskConfig
 	// Policy is a policy file (see agent/policy) deciding per request
-	// allow, mask or block; it is reloaded when it changes. Empty: no
+	// allow, mask, block or require_approval; it is reloaded when it changes. Empty: no
 	// policy, every request that passes masking goes.
 	Policy string
 	// PolicyFromCollector fetches the policy from Collector instead
