@@ -38,7 +38,8 @@ const approvalWait = 6 * time.Second
 // from the CLI while the SDK waits gets the fake's answer; a denied one
 // an error with the approver's reason; one not approved in time an error
 // with its approval_id, and once that is approved, the SDK's retry of the
-// same call passes once, and the next is held again. Its addresses are
+// same call passes once, and the next is held again; with the collector
+// gone, the call is refused and says why. Its addresses are
 // 127.0.9.0/24 and ports 159xx.
 func TestApprovalHoldsARequestForAPerson(t *testing.T) {
 	dir := t.TempDir()
@@ -188,6 +189,17 @@ func TestApprovalHoldsARequestForAPerson(t *testing.T) {
 		all, err := approver.Approvals(context.Background(), "all", "", "", "")
 		if err != nil || len(all) != 4 {
 			t.Fatalf("approvals: %d %v, want 4 (approved, denied, late, held again)", len(all), err)
+		}
+	})
+
+	t.Run("collector away: refused", func(t *testing.T) {
+		n.collector.kill()
+		res := call(t, "approval-e2e-no-collector")
+		if e := res.APIError; e == nil || e.Status != 503 || e.Code != "promptrail_approval_unavailable" || !strings.Contains(e.Message, "collector") {
+			t.Fatalf("the SDK's error: %q %+v, want 503 promptrail_approval_unavailable saying why", res.Error, e)
+		}
+		if upstreamSaw("approval-e2e-no-collector") != 0 {
+			t.Fatal("the upstream received a request that needed approval")
 		}
 	})
 }
