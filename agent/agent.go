@@ -262,7 +262,7 @@ func Run(ctx context.Context, cfg Config) error {
 
 // decryption builds the TLS-terminating path: CA, recorder, upstream.
 func decryption(cfg Config, node string, pipe *pipeline, socks *intercept.AgentSockets, log *slog.Logger) (*proxy.DecryptConfig, error) {
-	ca, err := nodeCA(cfg, log)
+	ca, err := nodeCA(cfg, node, log)
 	if err != nil {
 		return nil, err
 	}
