@@ -53,7 +53,9 @@ type Config struct {
 	// Targets.
 	TargetCIDRs []string
 	// CgroupRoot is the cgroup v2 directory whose processes are
-	// intercepted. Empty: intercept.DefaultCgroupRoot.
+	// intercepted. Empty: intercept.DefaultCgroupRoot. A directory that
+	// is not in a cgroup v2 hierarchy but whose unified/ is (a hybrid
+	// host's /sys/fs/cgroup) stands for that: intercept.ResolveCgroupRoot.
 	CgroupRoot string
 	// ProxyListen are the proxy's addresses. Loopback addresses serve the
 	// host's network namespace; the first non-loopback address of each
@@ -413,9 +415,10 @@ func (cfg *Config) prepare() (targetPlan, listenPlan, string, error) {
 		cfg.DNSResolvConf = defaultResolvConf
 	}
 	if cfg.CgroupRoot == "" {
-		if cfg.CgroupRoot, err = intercept.DefaultCgroupRoot(); err != nil {
-			return targetPlan{}, listenPlan{}, "", fmt.Errorf("agent: %w", err)
-		}
+		cfg.CgroupRoot = "/sys/fs/cgroup"
+	}
+	if cfg.CgroupRoot, err = intercept.ResolveCgroupRoot(cfg.CgroupRoot); err != nil {
+		return targetPlan{}, listenPlan{}, "", fmt.Errorf("agent: %w", err)
 	}
 	node := cfg.Node
 	if node == "" {
