@@ -2,6 +2,9 @@ package kubernetes
 
 import (
 	"context"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,21 +23,18 @@ import (
 // directory of the test's, and bpffs mounted without propagation because
 // this host's /sys/fs/bpf is a private mount (Bidirectional and
 // HostToContainer both fail there: "not a shared or slave mount"). The
-// collector is left out: its PersistentVolumeClaim has no provisioner here.
+// collector's claim is bound to a hostPath PersistentVolume in the
+// cluster's directory (collectorVolume): the cluster has no provisioner.
 const agentOverlay = `apiVersion: kustomize.config.k8s.io/v1beta1
 kind: Kustomization
 resources:
   - ../base
+  - collector-volume.yaml
 images:
   - name: ghcr.io/promptrail/promptrail
     newName: localhost/promptrail-e2e-agent
     newTag: v1
 patches:
-  - patch: |
-      $patch: delete
-      apiVersion: apps/v1
-      kind: StatefulSet
-      metadata: {name: promptrail-collector, namespace: promptrail-system}
   - target: {kind: DaemonSet, name: promptrail-agent}
     patch: |
       - op: remove
@@ -45,6 +45,9 @@ patches:
   - target: {kind: ConfigMap, name: promptrail-agent}
     patch: |
       - op: replace
+        path: /data/pin-path
+        value: PIN_PATH
+      - op: replace
         path: /data/agent.yaml
         value: |
           target: [api.openai.com:443]
@@ -52,12 +55,28 @@ patches:
           capture-dns: true
           log-format: json
           cgroup-root: /host/sys/fs/cgroup/unified/CGROUP_ROOT
-          pin-path: PIN_PATH
           data-dir: /var/lib/promptrail
           collector: http://promptrail-collector.promptrail-system.svc:7070
 `
 
-func TestAgentDaemonSetBecomesReady(t *testing.T) {
+// collectorVolume is where the collector's claim binds: no storage class,
+// as the claim asks for none and the cluster has no default one.
+const collectorVolume = `apiVersion: v1
+kind: PersistentVolume
+metadata:
+  name: promptrail-e2e-collector
+spec:
+  capacity: {storage: 20Gi}
+  accessModes: [ReadWriteOnce]
+  persistentVolumeReclaimPolicy: Retain
+  hostPath: {path: STORE_DIR, type: Directory}
+`
+
+// collectorUID is the collector's user in deploy/collector-statefulset.yaml:
+// fsGroup does not apply to hostPath volumes, so the directory is its.
+const collectorUID = 65532
+
+func TestAgentAndCollectorBecomeReady(t *testing.T) {
 	// Removed after the cluster's teardown (onCluster's check included):
 	// the agent (fail-open) unpins on stop; this removes what a killed one
 	// left.
@@ -68,11 +87,18 @@ func TestAgentDaemonSetBecomesReady(t *testing.T) {
 		}
 	})
 	onCluster(t, "kubectl apply -k deploy/", func(t *testing.T, cfg kubecluster.Config, c *kubecluster.Cluster) {
-		applyAgent(t, cfg, c, pins)
+		d := applyAgent(t, cfg, c, pins)
+		checkCollector(t, c, d)
 	})
 }
 
-func applyAgent(t *testing.T, cfg kubecluster.Config, c *kubecluster.Cluster, pins string) {
+// deployment is what applyAgent made that later checks need.
+type deployment struct {
+	readerToken string // a reader's bearer token for the collector's API
+	store       string // the host directory behind the collector's volume
+}
+
+func applyAgent(t *testing.T, cfg kubecluster.Config, c *kubecluster.Cluster, pins string) deployment {
 	if err := c.BuildImage("localhost/promptrail-e2e-agent:v1", "github.com/promptrail/promptrail/cmd/promptrail", "/promptrail"); err != nil {
 		t.Fatal(err)
 	}
@@ -83,21 +109,35 @@ func applyAgent(t *testing.T, cfg kubecluster.Config, c *kubecluster.Cluster, pi
 	if out, err := exec.Command("cp", "-r", "../../deploy", base).CombinedOutput(); err != nil {
 		t.Fatalf("copying deploy/: %v: %s", err, out)
 	}
+	// The agent's token is the one the collector accepts for this node.
+	agentToken, readerToken := bearerToken(t), bearerToken(t)
 	for name, content := range map[string]string{
-		"agent-token":      randomToken(t) + "\n",
-		"collector-tokens": "promptrail-e2e " + randomToken(t) + "\n",
+		"agent-token":      agentToken + "\n",
+		"collector-tokens": "agent " + cfg.NodeName + " " + agentToken + "\nreader promptrail-e2e-reader " + readerToken + "\n",
 	} {
 		if err := os.WriteFile(filepath.Join(base, "secrets", name), []byte(content), 0o600); err != nil {
 			t.Fatal(err)
 		}
+	}
+	store := filepath.Join(c.Dir(), "collector-store")
+	if err := os.Mkdir(store, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(store, collectorUID, collectorUID); err != nil {
+		t.Fatal(err)
 	}
 	k := strings.NewReplacer("DATA_DIR", filepath.Join(c.Dir(), "agent-data"),
 		"CGROUP_ROOT", strings.TrimPrefix(cfg.CgroupRoot, "/"), "PIN_PATH", pins).Replace(agentOverlay)
 	if err := os.MkdirAll(overlay, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(overlay, "kustomization.yaml"), []byte(k), 0o644); err != nil {
-		t.Fatal(err)
+	for name, content := range map[string]string{
+		"kustomization.yaml":    k,
+		"collector-volume.yaml": strings.Replace(collectorVolume, "STORE_DIR", store, 1),
+	} {
+		if err := os.WriteFile(filepath.Join(overlay, name), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -134,4 +174,52 @@ func applyAgent(t *testing.T, cfg kubecluster.Config, c *kubecluster.Cluster, pi
 			t.Errorf("agent log lacks %s:\n%s", want, logs)
 		}
 	}
+	return deployment{readerToken: readerToken, store: store}
+}
+
+// checkCollector requires the collector StatefulSet Ready on its claim,
+// bound to the test's volume, with the store written there and the API
+// answering a reader on the pod's address (the bridge reaches it).
+func checkCollector(t *testing.T, c *kubecluster.Cluster, d deployment) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	kubectl := func(args ...string) string {
+		t.Helper()
+		out, err := c.Kubectl(ctx, append([]string{"-n", "promptrail-system"}, args...)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.TrimSpace(out)
+	}
+	if _, err := c.Kubectl(ctx, "-n", "promptrail-system", "rollout", "status", "statefulset/promptrail-collector", "--timeout=120s"); err != nil {
+		out, _ := c.Kubectl(ctx, "-n", "promptrail-system", "describe", "pod/promptrail-collector-0", "pvc")
+		logs, _ := c.Kubectl(ctx, "-n", "promptrail-system", "logs", "pod/promptrail-collector-0", "--tail=40")
+		t.Fatalf("%v\n%s\n--- collector log\n%s", err, out, logs)
+	}
+	if got := kubectl("get", "pvc/data-promptrail-collector-0", "-o", "jsonpath={.status.phase} {.spec.volumeName}"); got != "Bound promptrail-e2e-collector" {
+		t.Fatalf("collector claim %q, want Bound to promptrail-e2e-collector", got)
+	}
+	if files, err := os.ReadDir(d.store); err != nil || len(files) == 0 {
+		t.Fatalf("the collector wrote nothing to its volume %s (%d files, %v)", d.store, len(files), err)
+	}
+	ip := kubectl("get", "pod/promptrail-collector-0", "-o", "jsonpath={.status.podIP}")
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+net.JoinHostPort(ip, "7070")+"/v1/records", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+d.readerToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("collector API on the pod IP: %v", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(resp.Body)
+		t.Fatalf("GET /v1/records as a reader: %s: %s", resp.Status, b)
+	}
+}
+
+// bearerToken is a token the collector accepts: 16 characters at least.
+func bearerToken(t *testing.T) string {
+	return randomToken(t) + randomToken(t)
 }
