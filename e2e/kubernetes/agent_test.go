@@ -2,16 +2,23 @@ package kubernetes
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/promptrail/promptrail/audit"
+	"github.com/promptrail/promptrail/collector"
+	"github.com/promptrail/promptrail/internal/fakeopenai"
 	"github.com/promptrail/promptrail/internal/kubecluster"
 )
 
@@ -25,11 +32,19 @@ import (
 // HostToContainer both fail there: "not a shared or slave mount"). The
 // collector's claim is bound to a hostPath PersistentVolume in the
 // cluster's directory (collectorVolume): the cluster has no provisioner.
+// The cluster has no DNS yet: the agent reaches the collector at a fixed
+// ClusterIP, and the node IP (where the fake upstream listens, and what
+// the pods' hostAliases resolve api.openai.com to) is a target prefix.
+// The agent trusts the fake's CA (upstream-ca, from a ConfigMap).
 const agentOverlay = `apiVersion: kustomize.config.k8s.io/v1beta1
 kind: Kustomization
 resources:
   - ../base
   - collector-volume.yaml
+configMapGenerator:
+  - name: promptrail-e2e-upstream-ca
+    namespace: promptrail-system
+    files: [upstream-ca.pem]
 images:
   - name: ghcr.io/promptrail/promptrail
     newName: localhost/promptrail-e2e-agent
@@ -42,6 +57,17 @@ patches:
       - op: replace
         path: /spec/template/spec/volumes/4/hostPath/path
         value: DATA_DIR
+      - op: add
+        path: /spec/template/spec/volumes/-
+        value: {name: upstream-ca, configMap: {name: promptrail-e2e-upstream-ca}}
+      - op: add
+        path: /spec/template/spec/containers/0/volumeMounts/-
+        value: {name: upstream-ca, mountPath: /etc/promptrail-upstream, readOnly: true}
+  - target: {kind: Service, name: promptrail-collector}
+    patch: |
+      - op: add
+        path: /spec/clusterIP
+        value: COLLECTOR_IP
   - target: {kind: ConfigMap, name: promptrail-agent}
     patch: |
       - op: replace
@@ -54,9 +80,12 @@ patches:
           fail-mode: fail-open
           capture-dns: true
           log-format: json
+          target-cidr: [NODE_IP/32]
+          upstream-ca: /etc/promptrail-upstream/upstream-ca.pem
           cgroup-root: /host/sys/fs/cgroup/unified/CGROUP_ROOT
           data-dir: /var/lib/promptrail
-          collector: http://promptrail-collector.promptrail-system.svc:7070
+          collector: http://COLLECTOR_IP:7070
+          ship-interval: 200ms
 `
 
 // collectorVolume is where the collector's claim binds: no storage class,
@@ -76,7 +105,40 @@ spec:
 // fsGroup does not apply to hostPath volumes, so the directory is its.
 const collectorUID = 65532
 
-func TestAgentAndCollectorBecomeReady(t *testing.T) {
+// chatClient is the workload whose calls must be recorded: a Deployment
+// of the Go SDK (e2e/kubernetes/chat) under a service account of its own,
+// resolving api.openai.com to the node (hostAliases: the cluster has no
+// DNS yet) and trusting the node CA from a ConfigMap through
+// SSL_CERT_FILE, which replaces Go's system roots.
+const chatClient = `apiVersion: v1
+kind: ServiceAccount
+metadata: {name: chat-client, namespace: default}
+automountServiceAccountToken: false
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: chat, namespace: default}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: chat}}
+  template:
+    metadata: {labels: {app: chat}}
+    spec:
+      serviceAccountName: chat-client
+      hostAliases: [{ip: NODE_IP, hostnames: [api.openai.com]}]
+      containers:
+      - name: chat
+        image: localhost/promptrail-e2e-chat:v1
+        imagePullPolicy: Never
+        args: [PROMPT]
+        env: [{name: SSL_CERT_FILE, value: /etc/promptrail-ca/ca.crt}]
+        volumeMounts: [{name: promptrail-ca, mountPath: /etc/promptrail-ca, readOnly: true}]
+      volumes: [{name: promptrail-ca, configMap: {name: promptrail-ca}}]
+`
+
+const chatReply = "answered by the fake upstream on the node"
+
+func TestSDKCallFromADeploymentIsRecordedWithItsIdentity(t *testing.T) {
 	// Removed after the cluster's teardown (onCluster's check included):
 	// the agent (fail-open) unpins on stop; this removes what a killed one
 	// left.
@@ -86,19 +148,144 @@ func TestAgentAndCollectorBecomeReady(t *testing.T) {
 			t.Errorf("removing the agent's pins: %v", err)
 		}
 	})
-	onCluster(t, "kubectl apply -k deploy/", func(t *testing.T, cfg kubecluster.Config, c *kubecluster.Cluster) {
-		d := applyAgent(t, cfg, c, pins)
+	onCluster(t, "Go SDK through the agent", func(t *testing.T, cfg kubecluster.Config, c *kubecluster.Cluster) {
+		// A host process of the test on the node's bridge address: the
+		// pods' api.openai.com.
+		fake := fakeopenai.NewTLSServer(t, fakeopenai.Config{Reply: chatReply}, net.JoinHostPort(cfg.NodeIP, "443"))
+		d := applyAgent(t, cfg, c, pins, fake.CAPEM)
 		checkCollector(t, c, d)
+		prompt := "from a deployment " + randomToken(t)
+		pod := runChat(t, cfg, c, d, prompt)
+		r := findRecord(t, c, d, prompt)
+		w := r.Workload
+		for _, f := range []struct{ name, got, want string }{
+			{"source", w.Source, "kubernetes"},
+			{"namespace", w.Namespace, "default"},
+			{"pod", w.Pod, pod},
+			{"service account", w.ServiceAccount, "chat-client"},
+			{"owner", w.Owner, "Deployment/chat"},
+			{"node", r.Node, cfg.NodeName},
+			{"answer", answer(r), chatReply},
+		} {
+			if f.got != f.want {
+				t.Errorf("record's %s %q, want %q", f.name, f.got, f.want)
+			}
+		}
+		if len(fake.Requests()) == 0 {
+			t.Error("the fake upstream saw no request")
+		}
 	})
+}
+
+// answer is the first choice's text of the record's response.
+func answer(r audit.Record) string {
+	if r.Response == nil || len(r.Response.Choices) == 0 {
+		return ""
+	}
+	return r.Response.Choices[0].Content
+}
+
+// runChat starts the chat Deployment and returns its pod's name once the
+// pod has printed the fake's answer.
+func runChat(t *testing.T, cfg kubecluster.Config, c *kubecluster.Cluster, d deployment, prompt string) string {
+	if err := c.BuildImage("localhost/promptrail-e2e-chat:v1", "github.com/promptrail/promptrail/e2e/kubernetes/chat", "/chat"); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	kubectl := kubectlIn(t, ctx, c, "default")
+	// The node CA, as the agent wrote it on the host (promptrail ca prints
+	// the same file).
+	kubectl("create", "configmap", "promptrail-ca", "--from-file=ca.crt="+d.caFile)
+	manifest := filepath.Join(t.TempDir(), "chat.yaml")
+	m := strings.NewReplacer("NODE_IP", cfg.NodeIP, "PROMPT", strconv.Quote(prompt)).Replace(chatClient)
+	if err := os.WriteFile(manifest, []byte(m), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	kubectl("apply", "-f", manifest)
+	start := time.Now()
+	kubectl("rollout", "status", "deployment/chat", "--timeout=90s")
+	pod := kubectl("get", "pods", "-l", "app=chat", "-o", "jsonpath={.items[0].metadata.name}")
+	var logs string
+	for time.Since(start) < 90*time.Second {
+		logs, _ = c.Kubectl(ctx, "-n", "default", "logs", "pod/"+pod)
+		if strings.Contains(logs, "answer: ") {
+			break
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	if !strings.Contains(logs, "answer: "+chatReply) {
+		agent, _ := c.Kubectl(ctx, "-n", "promptrail-system", "logs", "daemonset/promptrail-agent", "--tail=30")
+		t.Fatalf("the SDK in pod %s got no answer of the fake:\n%s\n--- agent log\n%s", pod, logs, agent)
+	}
+	t.Logf("the SDK in pod %s got the fake's answer %v after apply", pod, time.Since(start).Round(time.Millisecond))
+	if strings.Contains(logs, "attempt ") {
+		t.Logf("failed attempts before the answer:\n%s", logs)
+	}
+	return pod
+}
+
+// findRecord waits for the collector to hold the record of prompt, read
+// through its API as a reader on the pod IP.
+func findRecord(t *testing.T, c *kubecluster.Cluster, d deployment, prompt string) audit.Record {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	out, err := c.Kubectl(ctx, "-n", "promptrail-system", "get", "pod/promptrail-collector-0", "-o", "jsonpath={.status.podIP}")
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := "http://" + net.JoinHostPort(strings.TrimSpace(out), "7070") + "/v1/records?" + url.Values{"q": {prompt}}.Encode()
+	var last string
+	for ctx.Err() == nil {
+		var page collector.RecordsPage
+		status, body := readerGet(t, ctx, u, d.readerToken)
+		last = fmt.Sprintf("%d %s", status, body)
+		if status == http.StatusOK && json.Unmarshal(body, &page) == nil && len(page.Records) > 0 {
+			if len(page.Records) != 1 {
+				t.Fatalf("%d records of one call: %s", len(page.Records), body)
+			}
+			return page.Records[0]
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	t.Fatalf("no record of the call in the collector after a minute; last answer: %s", last)
+	return audit.Record{}
+}
+
+func readerGet(t *testing.T, ctx context.Context, u, token string) (int, []byte) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return 0, nil
+		}
+		t.Fatalf("collector API on the pod IP: %v", err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, b
 }
 
 // deployment is what applyAgent made that later checks need.
 type deployment struct {
 	readerToken string // a reader's bearer token for the collector's API
 	store       string // the host directory behind the collector's volume
+	caFile      string // the node CA's certificate, in the agent's data directory on the host
 }
 
-func applyAgent(t *testing.T, cfg kubecluster.Config, c *kubecluster.Cluster, pins string) deployment {
+// collectorIP is the collector Service's ClusterIP, in the harness's
+// service range.
+const collectorIP = "10.247.128.70"
+
+func applyAgent(t *testing.T, cfg kubecluster.Config, c *kubecluster.Cluster, pins string, upstreamCA []byte) deployment {
 	if err := c.BuildImage("localhost/promptrail-e2e-agent:v1", "github.com/promptrail/promptrail/cmd/promptrail", "/promptrail"); err != nil {
 		t.Fatal(err)
 	}
@@ -127,13 +314,15 @@ func applyAgent(t *testing.T, cfg kubecluster.Config, c *kubecluster.Cluster, pi
 		t.Fatal(err)
 	}
 	k := strings.NewReplacer("DATA_DIR", filepath.Join(c.Dir(), "agent-data"),
-		"CGROUP_ROOT", strings.TrimPrefix(cfg.CgroupRoot, "/"), "PIN_PATH", pins).Replace(agentOverlay)
+		"CGROUP_ROOT", strings.TrimPrefix(cfg.CgroupRoot, "/"), "PIN_PATH", pins,
+		"NODE_IP", cfg.NodeIP, "COLLECTOR_IP", collectorIP).Replace(agentOverlay)
 	if err := os.MkdirAll(overlay, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	for name, content := range map[string]string{
 		"kustomization.yaml":    k,
 		"collector-volume.yaml": strings.Replace(collectorVolume, "STORE_DIR", store, 1),
+		"upstream-ca.pem":       string(upstreamCA),
 	} {
 		if err := os.WriteFile(filepath.Join(overlay, name), []byte(content), 0o644); err != nil {
 			t.Fatal(err)
@@ -174,7 +363,7 @@ func applyAgent(t *testing.T, cfg kubecluster.Config, c *kubecluster.Cluster, pi
 			t.Errorf("agent log lacks %s:\n%s", want, logs)
 		}
 	}
-	return deployment{readerToken: readerToken, store: store}
+	return deployment{readerToken: readerToken, store: store, caFile: filepath.Join(c.Dir(), "agent-data", "ca.crt")}
 }
 
 // checkCollector requires the collector StatefulSet Ready on its claim,
@@ -183,14 +372,7 @@ func applyAgent(t *testing.T, cfg kubecluster.Config, c *kubecluster.Cluster, pi
 func checkCollector(t *testing.T, c *kubecluster.Cluster, d deployment) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	kubectl := func(args ...string) string {
-		t.Helper()
-		out, err := c.Kubectl(ctx, append([]string{"-n", "promptrail-system"}, args...)...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return strings.TrimSpace(out)
-	}
+	kubectl := kubectlIn(t, ctx, c, "promptrail-system")
 	if _, err := c.Kubectl(ctx, "-n", "promptrail-system", "rollout", "status", "statefulset/promptrail-collector", "--timeout=120s"); err != nil {
 		out, _ := c.Kubectl(ctx, "-n", "promptrail-system", "describe", "pod/promptrail-collector-0", "pvc")
 		logs, _ := c.Kubectl(ctx, "-n", "promptrail-system", "logs", "pod/promptrail-collector-0", "--tail=40")
@@ -203,23 +385,25 @@ func checkCollector(t *testing.T, c *kubecluster.Cluster, d deployment) {
 		t.Fatalf("the collector wrote nothing to its volume %s (%d files, %v)", d.store, len(files), err)
 	}
 	ip := kubectl("get", "pod/promptrail-collector-0", "-o", "jsonpath={.status.podIP}")
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+net.JoinHostPort(ip, "7070")+"/v1/records", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer "+d.readerToken)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("collector API on the pod IP: %v", err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(resp.Body)
-		t.Fatalf("GET /v1/records as a reader: %s: %s", resp.Status, b)
+	if status, body := readerGet(t, ctx, "http://"+net.JoinHostPort(ip, "7070")+"/v1/records", d.readerToken); status != http.StatusOK {
+		t.Fatalf("GET /v1/records as a reader: %d: %s", status, body)
 	}
 }
 
 // bearerToken is a token the collector accepts: 16 characters at least.
 func bearerToken(t *testing.T) string {
 	return randomToken(t) + randomToken(t)
+}
+
+// kubectlIn returns a kubectl in namespace ns that fails the test on an
+// error and returns the trimmed output.
+func kubectlIn(t *testing.T, ctx context.Context, c *kubecluster.Cluster, ns string) func(args ...string) string {
+	return func(args ...string) string {
+		t.Helper()
+		out, err := c.Kubectl(ctx, append([]string{"-n", ns}, args...)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.TrimSpace(out)
+	}
 }
