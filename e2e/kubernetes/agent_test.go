@@ -2,7 +2,9 @@ package kubernetes
 
 import (
 	"context"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"net"
@@ -26,7 +28,8 @@ import (
 // cluster differs from a real one: the image built here (never pulled),
 // programs attached to the kubelet's cgroup subtree alone (not the
 // machine's root, which the other tests and the developer's processes
-// share), fail-open so they go with the agent, a pin path and data
+// share), fail-open so they go with the agent (unless a test asks for
+// fail-closed), a pin path and data
 // directory of the test's, and bpffs mounted without propagation because
 // this host's /sys/fs/bpf is a private mount (Bidirectional and
 // HostToContainer both fail there: "not a shared or slave mount"). The
@@ -77,7 +80,7 @@ patches:
         path: /data/agent.yaml
         value: |
           target: [api.openai.com:443]
-          fail-mode: fail-open
+          fail-mode: FAIL_MODE
           capture-dns: true
           log-format: json
           target-cidr: [NODE_IP/32]
@@ -139,20 +142,12 @@ spec:
 const chatReply = "answered by the fake upstream on the node"
 
 func TestSDKCallFromADeploymentIsRecordedWithItsIdentity(t *testing.T) {
-	// Removed after the cluster's teardown (onCluster's check included):
-	// the agent (fail-open) unpins on stop; this removes what a killed one
-	// left.
-	pins := "/sys/fs/bpf/promptrail-e2e-kube"
-	t.Cleanup(func() {
-		if err := os.RemoveAll(pins); err != nil {
-			t.Errorf("removing the agent's pins: %v", err)
-		}
-	})
+	pins := pinDir(t, "/sys/fs/bpf/promptrail-e2e-kube")
 	onCluster(t, "Go SDK through the agent", func(t *testing.T, cfg kubecluster.Config, c *kubecluster.Cluster) {
 		// A host process of the test on the node's bridge address: the
 		// pods' api.openai.com.
 		fake := fakeopenai.NewTLSServer(t, fakeopenai.Config{Reply: chatReply}, net.JoinHostPort(cfg.NodeIP, "443"))
-		d := applyAgent(t, cfg, c, pins, fake.CAPEM)
+		d := applyAgent(t, cfg, c, agentSetup{pins: pins, upstreamCA: fake.CAPEM})
 		checkCollector(t, c, d)
 		prompt := "from a deployment " + randomToken(t)
 		pod := runChat(t, cfg, c, d, prompt)
@@ -174,7 +169,114 @@ func TestSDKCallFromADeploymentIsRecordedWithItsIdentity(t *testing.T) {
 		if len(fake.Requests()) == 0 {
 			t.Error("the fake upstream saw no request")
 		}
+		// The CA the pods trust names the node, not the host name
+		// (which differs from the node name here, as on cloud nodes).
+		if cn := caName(t, d.caFile); !strings.HasPrefix(cn, "promptrail node CA "+cfg.NodeName+" ") {
+			t.Errorf("node CA named %q, want it named after node %s", cn, cfg.NodeName)
+		}
 	})
+}
+
+func caName(t *testing.T, file string) string {
+	t.Helper()
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	blk, _ := pem.Decode(b)
+	if blk == nil {
+		t.Fatalf("no PEM in %s", file)
+	}
+	cert, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cert.Subject.CommonName
+}
+
+// uninstallOverlay applies deploy/uninstall-daemonset.yaml (copied next
+// to it) with the images of the test cluster.
+const uninstallOverlay = `apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+resources: [uninstall-daemonset.yaml]
+images:
+  - name: ghcr.io/promptrail/promptrail
+    newName: localhost/promptrail-e2e-agent
+    newTag: v1
+  - name: registry.k8s.io/pause
+    newName: localhost/promptrail-e2e-pause
+    newTag: v1
+`
+
+// The uninstall sequence of deploy/README.md on a fail-closed agent whose
+// pin path is not the default: the uninstall DaemonSet must clean up the
+// path the agent used (the ConfigMap's pin-path key), and the last step
+// must not fail on the agent DaemonSet deleted in the first.
+func TestUninstallRemovesFailClosedProgramsAtAChangedPinPath(t *testing.T) {
+	pins := pinDir(t, "/sys/fs/bpf/promptrail-e2e-kube-uninstall")
+	onCluster(t, "uninstall", func(t *testing.T, cfg kubecluster.Config, c *kubecluster.Cluster) {
+		fake := fakeopenai.NewTLSServer(t, fakeopenai.Config{Reply: chatReply}, net.JoinHostPort(cfg.NodeIP, "443"))
+		d := applyAgent(t, cfg, c, agentSetup{pins: pins, upstreamCA: fake.CAPEM, failClosed: true})
+		ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+		defer cancel()
+		kubectl := kubectlIn(t, ctx, c, "promptrail-system")
+		kubectl("delete", "daemonset", "promptrail-agent", "--cascade=foreground", "--timeout=90s")
+		if left := pinned(t, pins); len(left) == 0 {
+			t.Fatalf("the fail-closed agent left nothing pinned under %s: the test would show nothing", pins)
+		}
+		dir := t.TempDir()
+		if out, err := exec.Command("cp", "../../deploy/uninstall-daemonset.yaml", dir).CombinedOutput(); err != nil {
+			t.Fatalf("copying uninstall-daemonset.yaml: %v: %s", err, out)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(uninstallOverlay), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		kubectl("apply", "-k", dir)
+		if _, err := c.Kubectl(ctx, "-n", "promptrail-system", "rollout", "status", "daemonset/promptrail-uninstall", "--timeout=90s"); err != nil {
+			out, _ := c.Kubectl(ctx, "-n", "promptrail-system", "describe", "pods", "-l", "app.kubernetes.io/name=promptrail-uninstall")
+			t.Fatalf("%v\n%s", err, out)
+		}
+		logs := kubectl("logs", "daemonset/promptrail-uninstall", "-c", "cleanup")
+		if want := "removed promptrail programs pinned under " + pins; !strings.Contains(logs, want) {
+			t.Errorf("cleanup log lacks %q:\n%s", want, logs)
+		}
+		if left := pinned(t, pins); len(left) > 0 {
+			t.Errorf("still pinned under %s after the uninstall DaemonSet ran: %v", pins, left)
+		}
+		kubectl("delete", "-k", dir, "--timeout=90s")
+		kubectl("delete", "-k", d.overlay, "--ignore-not-found", "--timeout=120s")
+	})
+}
+
+// pinDir returns dir, a pin path for the agent, removed after the
+// cluster's teardown (onCluster's check included): a fail-open agent
+// unpins on stop; this removes what a killed or fail-closed one left.
+func pinDir(t *testing.T, dir string) string {
+	t.Cleanup(func() {
+		if err := os.RemoveAll(dir); err != nil {
+			t.Errorf("removing the agent's pins: %v", err)
+		}
+	})
+	return dir
+}
+
+// pinned lists what is pinned under dir (nothing if dir is gone).
+func pinned(t *testing.T, dir string) []string {
+	t.Helper()
+	var names []string
+	err := filepath.WalkDir(dir, func(p string, e os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if !e.IsDir() {
+			names = append(names, p)
+		}
+		return nil
+	})
+	if err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	return names
 }
 
 // answer is the first choice's text of the record's response.
@@ -279,13 +381,28 @@ type deployment struct {
 	readerToken string // a reader's bearer token for the collector's API
 	store       string // the host directory behind the collector's volume
 	caFile      string // the node CA's certificate, in the agent's data directory on the host
+	overlay     string // the kustomization applied
 }
 
 // collectorIP is the collector Service's ClusterIP, in the harness's
 // service range.
 const collectorIP = "10.247.128.70"
 
-func applyAgent(t *testing.T, cfg kubecluster.Config, c *kubecluster.Cluster, pins string, upstreamCA []byte) deployment {
+func failMode(closed bool) string {
+	if closed {
+		return "fail-closed"
+	}
+	return "fail-open"
+}
+
+// agentSetup is what a test chooses of the agent it applies.
+type agentSetup struct {
+	pins       string // the pin path, a directory of the host's bpffs
+	upstreamCA []byte // PEM the agent trusts upstream
+	failClosed bool
+}
+
+func applyAgent(t *testing.T, cfg kubecluster.Config, c *kubecluster.Cluster, a agentSetup) deployment {
 	if err := c.BuildImage("localhost/promptrail-e2e-agent:v1", "github.com/promptrail/promptrail/cmd/promptrail", "/promptrail"); err != nil {
 		t.Fatal(err)
 	}
@@ -314,7 +431,7 @@ func applyAgent(t *testing.T, cfg kubecluster.Config, c *kubecluster.Cluster, pi
 		t.Fatal(err)
 	}
 	k := strings.NewReplacer("DATA_DIR", filepath.Join(c.Dir(), "agent-data"),
-		"CGROUP_ROOT", strings.TrimPrefix(cfg.CgroupRoot, "/"), "PIN_PATH", pins,
+		"CGROUP_ROOT", strings.TrimPrefix(cfg.CgroupRoot, "/"), "PIN_PATH", a.pins, "FAIL_MODE", failMode(a.failClosed),
 		"NODE_IP", cfg.NodeIP, "COLLECTOR_IP", collectorIP).Replace(agentOverlay)
 	if err := os.MkdirAll(overlay, 0o755); err != nil {
 		t.Fatal(err)
@@ -322,7 +439,7 @@ func applyAgent(t *testing.T, cfg kubecluster.Config, c *kubecluster.Cluster, pi
 	for name, content := range map[string]string{
 		"kustomization.yaml":    k,
 		"collector-volume.yaml": strings.Replace(collectorVolume, "STORE_DIR", store, 1),
-		"upstream-ca.pem":       string(upstreamCA),
+		"upstream-ca.pem":       string(a.upstreamCA),
 	} {
 		if err := os.WriteFile(filepath.Join(overlay, name), []byte(content), 0o644); err != nil {
 			t.Fatal(err)
@@ -363,7 +480,7 @@ func applyAgent(t *testing.T, cfg kubecluster.Config, c *kubecluster.Cluster, pi
 			t.Errorf("agent log lacks %s:\n%s", want, logs)
 		}
 	}
-	return deployment{readerToken: readerToken, store: store, caFile: filepath.Join(c.Dir(), "agent-data", "ca.crt")}
+	return deployment{readerToken: readerToken, store: store, caFile: filepath.Join(c.Dir(), "agent-data", "ca.crt"), overlay: overlay}
 }
 
 // checkCollector requires the collector StatefulSet Ready on its claim,
