@@ -53,7 +53,9 @@ type Config struct {
 	// Targets.
 	TargetCIDRs []string
 	// CgroupRoot is the cgroup v2 directory whose processes are
-	// intercepted. Empty: intercept.DefaultCgroupRoot.
+	// intercepted. Empty: intercept.DefaultCgroupRoot. A directory that
+	// is not in a cgroup v2 hierarchy but whose unified/ is (a hybrid
+	// host's /sys/fs/cgroup) stands for that: intercept.ResolveCgroupRoot.
 	CgroupRoot string
 	// ProxyListen are the proxy's addresses. Loopback addresses serve the
 	// host's network namespace; the first non-loopback address of each
@@ -269,7 +271,7 @@ func Run(ctx context.Context, cfg Config) error {
 
 // decryption builds the TLS-terminating path: CA, recorder, upstream.
 func decryption(cfg Config, node string, pipe *pipeline, socks *intercept.AgentSockets, log *slog.Logger) (*proxy.DecryptConfig, error) {
-	ca, err := nodeCA(cfg, log)
+	ca, err := nodeCA(cfg, node, log)
 	if err != nil {
 		return nil, err
 	}
@@ -420,9 +422,10 @@ func (cfg *Config) prepare() (targetPlan, listenPlan, string, error) {
 		cfg.DNSResolvConf = defaultResolvConf
 	}
 	if cfg.CgroupRoot == "" {
-		if cfg.CgroupRoot, err = intercept.DefaultCgroupRoot(); err != nil {
-			return targetPlan{}, listenPlan{}, "", fmt.Errorf("agent: %w", err)
-		}
+		cfg.CgroupRoot = "/sys/fs/cgroup"
+	}
+	if cfg.CgroupRoot, err = intercept.ResolveCgroupRoot(cfg.CgroupRoot); err != nil {
+		return targetPlan{}, listenPlan{}, "", fmt.Errorf("agent: %w", err)
 	}
 	node := cfg.Node
 	if node == "" {

@@ -20,7 +20,7 @@ func TargetNames(targets []string) ([]string, error) {
 // constrained to the target names, on first start) and makes sure it may
 // sign every target name: a leaf outside its name constraints would be
 // rejected by every client, so the agent refuses to start instead.
-func nodeCA(cfg Config, log *slog.Logger) (*tlsca.CA, error) {
+func nodeCA(cfg Config, node string, log *slog.Logger) (*tlsca.CA, error) {
 	names, err := TargetNames(cfg.Targets)
 	if err != nil {
 		return nil, err
@@ -29,7 +29,7 @@ func nodeCA(cfg Config, log *slog.Logger) (*tlsca.CA, error) {
 	if cfg.CACert != "" || cfg.CAKey != "" {
 		ca, err = tlsca.Load(cfg.CACert, cfg.CAKey)
 	} else {
-		ca, err = tlsca.LoadOrCreate(cfg.DataDir, tlsca.Constraints{Names: names, Unconstrained: cfg.CAUnconstrained})
+		ca, err = tlsca.LoadOrCreate(cfg.DataDir, tlsca.Constraints{Names: names, Unconstrained: cfg.CAUnconstrained, Node: node})
 	}
 	if err != nil {
 		return nil, fmt.Errorf("agent: %w", err)

@@ -52,7 +52,7 @@ func TestNodeCAFitsTheTargets(t *testing.T) {
 				}
 			}
 			var logs bytes.Buffer
-			ca, err := nodeCA(cfg, slog.New(slog.NewTextHandler(&logs, nil)))
+			ca, err := nodeCA(cfg, "node-7", slog.New(slog.NewTextHandler(&logs, nil)))
 			if tt.errWants != nil {
 				if err == nil {
 					t.Fatal("the agent started with a CA that may not sign a target")
@@ -69,6 +69,11 @@ func TestNodeCAFitsTheTargets(t *testing.T) {
 			}
 			if got := ca.Certificate().PermittedDNSDomains; !slices.Equal(got, tt.permits) {
 				t.Errorf("CA permits %q, want %q", got, tt.permits)
+			}
+			// A CA made here is named after the node (Kubernetes' node
+			// name), not the host name a pod of the host's network sees.
+			if cn := ca.Certificate().Subject.CommonName; tt.existing == nil && !strings.HasPrefix(cn, "promptrail node CA node-7 ") {
+				t.Errorf("new node CA is named %q, want it named after node node-7", cn)
 			}
 			for _, w := range tt.logWants {
 				if !strings.Contains(logs.String(), w) {

@@ -19,6 +19,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -317,12 +318,21 @@ func CgroupID(path string) (uint64, error) {
 // DefaultCgroupRoot returns the mount point of the cgroup v2 hierarchy:
 // /sys/fs/cgroup on unified hosts, /sys/fs/cgroup/unified on hybrid ones.
 func DefaultCgroupRoot() (string, error) {
-	for _, p := range []string{"/sys/fs/cgroup", "/sys/fs/cgroup/unified"} {
+	return ResolveCgroupRoot("/sys/fs/cgroup")
+}
+
+// ResolveCgroupRoot returns dir if it is in a cgroup v2 hierarchy, or
+// dir/unified if that is: a host's /sys/fs/cgroup mounted into a pod
+// (deploy/daemonset.yaml mounts it at /host/sys/fs/cgroup) is a tmpfs of
+// v1 controllers on hybrid hosts, with the v2 hierarchy under unified/,
+// and one manifest serves both layouts only if the agent looks there.
+func ResolveCgroupRoot(dir string) (string, error) {
+	for _, p := range []string{dir, filepath.Join(dir, "unified")} {
 		if isCgroup2(p) {
 			return p, nil
 		}
 	}
-	return "", errors.New("no cgroup v2 hierarchy at /sys/fs/cgroup or /sys/fs/cgroup/unified; mount one or pass --cgroup-root")
+	return "", fmt.Errorf("no cgroup v2 hierarchy at %s or %s/unified: pass --cgroup-root a directory of the host's cgroup v2 mount (on hybrid hosts /sys/fs/cgroup/unified)", dir, dir)
 }
 
 func fileExists(p string) bool {

@@ -60,6 +60,11 @@ type Constraints struct {
 	// name: for clients that reject a critical name-constraints extension,
 	// at the price that a stolen key impersonates every site to them.
 	Unconstrained bool
+	// Node names the node in the new CA's subject, so that a trust store
+	// (or an operator reading one) tells the CAs of a cluster's nodes
+	// apart. Empty: the host name, which in a pod of the host's network
+	// can differ from the node name (cloud providers), hence the field.
+	Node string
 }
 
 // CA mints leaf certificates. It is safe for concurrent use.
@@ -111,7 +116,10 @@ func newCA(now time.Time, c Constraints) (certPEM, keyPEM []byte, err error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("tlsca: generating CA key: %w", err)
 	}
-	host, _ := os.Hostname()
+	host := c.Node
+	if host == "" {
+		host, _ = os.Hostname()
+	}
 	tmpl := &x509.Certificate{
 		SerialNumber: serial(),
 		// The date tells a CA from the one it replaces in trust stores.

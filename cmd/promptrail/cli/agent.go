@@ -58,7 +58,7 @@ func addAgentFlags(fs *flag.FlagSet, dataDir string, failMode intercept.FailMode
 	f := agentFlags{
 		config:     fs.String("config", "", "YAML `file` of settings, keyed by flag name"),
 		dataDir:    fs.String("data-dir", dataDir, "`directory` for the agent's state"),
-		cgroupRoot: fs.String("cgroup-root", "", "cgroup v2 `directory` whose processes are intercepted (default: the cgroup v2 mount, /sys/fs/cgroup or /sys/fs/cgroup/unified)"),
+		cgroupRoot: fs.String("cgroup-root", "", "cgroup v2 `directory` whose processes are intercepted (default: the cgroup v2 mount, /sys/fs/cgroup or /sys/fs/cgroup/unified; a directory whose unified/ is the v2 mount stands for that)"),
 		failMode:   fs.String("fail-mode", string(failMode), "what happens while no agent runs: fail-closed or fail-open"),
 		pinPath:    fs.String("pin-path", intercept.DefaultPinPath, "bpffs `directory` where fail-closed programs are pinned"),
 		mark:       fs.String("socket-mark", fmt.Sprintf("%#x", intercept.DefaultMark), "SO_MARK of the agent's own sockets (which are also registered by cookie: the mark alone exempts nothing); the default is a bit kube-proxy, Calico, Cilium, Istio and the AWS VPC CNI leave alone"),
