@@ -6,9 +6,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/promptrail/promptrail/internal/testlog"
 )
 
 func mustParse(t testing.TB, src string) *Policy {
@@ -239,7 +240,7 @@ func TestWatchReloadsAndLogs(t *testing.T) {
 	if err := os.WriteFile(path, []byte("rules:\n  - {name: a, when: 'true', action: block}\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	var logs syncBuffer
+	var logs testlog.Buffer
 	c, err := Open(path, slog.New(slog.NewTextHandler(&logs, nil)))
 	if err != nil {
 		t.Fatal(err)
@@ -271,21 +272,4 @@ func TestWatchReloadsAndLogs(t *testing.T) {
 	waitFor("the log line", func() bool {
 		return strings.Contains(logs.String(), "policy reloaded") && strings.Contains(logs.String(), c.Policy().Version())
 	})
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -19,6 +19,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/promptrail/promptrail/internal/testlog"
+
 	"github.com/promptrail/promptrail/agent/recorder"
 	"github.com/promptrail/promptrail/agent/tlsca"
 	"github.com/promptrail/promptrail/audit"
@@ -73,12 +75,12 @@ type decryptFixture struct {
 	clientCAs    *x509.CertPool
 	fake         *fakeopenai.TLSServer
 	sink         *memSink
-	logs         *syncBuffer
+	logs         *testlog.Buffer
 }
 
 func newDecryptFixture(t testing.TB, mutate func(*DecryptConfig, *Config)) *decryptFixture {
 	t.Helper()
-	f := &decryptFixture{sink: &memSink{}, logs: &syncBuffer{}}
+	f := &decryptFixture{sink: &memSink{}, logs: &testlog.Buffer{}}
 	f.fake = fakeopenai.NewTLSServer(t, fakeopenai.Config{Reply: "Hello from the fake."}, "")
 	upCA := filepath.Join(t.TempDir(), "up.pem")
 	os.WriteFile(upCA, f.fake.CAPEM, 0o600)

@@ -10,9 +10,10 @@ import (
 	"net"
 	"net/netip"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/promptrail/promptrail/internal/testlog"
 
 	"github.com/promptrail/promptrail/agent/intercept"
 )
@@ -30,31 +31,13 @@ func (f fakeOrigins) Origin(client netip.AddrPort) (intercept.Origin, error) {
 	return intercept.Origin{Dst: f.dst, TGID: 42, Comm: "client"}, nil
 }
 
-// syncBuffer is a log sink that tests can read while the proxy writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func startProxy(t *testing.T, origins Origins) (string, *syncBuffer, context.CancelFunc, <-chan error) {
+func startProxy(t *testing.T, origins Origins) (string, *testlog.Buffer, context.CancelFunc, <-chan error) {
 	t.Helper()
 	lns, err := Listen([]netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:0")})
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncBuffer{}
+	logs := &testlog.Buffer{}
 	srv, err := New(Config{Listeners: lns, Origins: origins, DialTimeout: 2 * time.Second,
 		Logger: slog.New(slog.NewTextHandler(logs, nil))})
 	if err != nil {

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/promptrail/promptrail/internal/testlog"
+
 	"github.com/promptrail/promptrail/audit"
 )
 
@@ -38,7 +40,7 @@ func TestARefusedRecordDoesNotStopTheOthers(t *testing.T) {
 			s := openSpool(t)
 			c := newFakeCollector(t)
 			tt.setup(c)
-			var logs syncBuffer
+			var logs testlog.Buffer
 			ids := seal(t, s, 10, 100)
 			bad := seal(t, s, 1, 777)[0]
 			ids = append(ids, seal(t, s, 10, 100)...)

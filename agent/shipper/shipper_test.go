@@ -1,7 +1,6 @@
 package shipper
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -17,6 +16,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/promptrail/promptrail/internal/testlog"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -364,31 +365,13 @@ func TestRetriesWithoutLoss(t *testing.T) {
 	}
 }
 
-// syncBuffer is a log destination safe for concurrent use.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
 func TestRefusedBatchStays(t *testing.T) {
 	s := openSpool(t)
 	c := newFakeCollector(t)
 	c.setPolicy(func(int) answer {
 		return answer{status: 400, body: `{"error":{"message":"record 3 has no workload","code":"invalid_record"}}`}
 	})
-	var logs syncBuffer
+	var logs testlog.Buffer
 	ids := seal(t, s, 5, 100)
 	start(t, Config{Source: s, Collector: c.srv.URL, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	waitFor(t, "three refusals", func() bool { return c.numAttempts() >= 3 })

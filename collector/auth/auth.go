@@ -19,6 +19,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/promptrail/promptrail/internal/every"
 )
 
 // Role is what a principal may do.
@@ -218,15 +220,8 @@ func (f *FileTokens) Reload() (bool, error) {
 
 // Watch reloads the file every interval until ctx is done, logging what
 // happened.
-func (f *FileTokens) Watch(ctx context.Context, every time.Duration, log *slog.Logger) {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+func (f *FileTokens) Watch(ctx context.Context, interval time.Duration, log *slog.Logger) {
+	every.Run(ctx, interval, func(context.Context) {
 		changed, err := f.Reload()
 		switch {
 		case err != nil:
@@ -234,7 +229,7 @@ func (f *FileTokens) Watch(ctx context.Context, every time.Duration, log *slog.L
 		case changed:
 			log.Info("tokens file reloaded", "file", f.path, "tokens", f.cur.Load().Len())
 		}
-	}
+	})
 }
 
 // Authenticate implements Authenticator with the tokens loaded last.

@@ -1,5 +1,5 @@
 // Package every runs a function on a fixed period until its context ends:
-// the loop of every file watcher and poller of the agent.
+// the loop of every file watcher and poller of the agent and the collector.
 package every
 
 import (
