@@ -51,6 +51,8 @@ type approvals struct {
 	log   *slog.Logger
 	ttl   time.Duration
 	now   func() time.Time
+	// webhook, if set, is told of every new request (never waited for).
+	webhook *Webhook
 
 	mu      sync.Mutex
 	seq     uint64
@@ -161,7 +163,13 @@ func (s *approvals) create(ctx context.Context, n NewApproval) (*audit.Approval,
 		Digest: n.Digest, GrantMinutes: n.GrantMinutes, Workload: n.Workload, Request: n.Request,
 		Created: now, Expires: now.Add(s.ttl),
 	}
-	return a, s.step(ctx, "created", n.AgentID, n.Message, a)
+	if err := s.step(ctx, "created", n.AgentID, n.Message, a); err != nil {
+		return a, err
+	}
+	if s.webhook != nil {
+		s.webhook.notify(a)
+	}
+	return a, nil
 }
 
 // use spends an approved request's one-shot grant. Callers hold mu.
