@@ -22,6 +22,11 @@ const (
 	ApprovalUsed = "used"
 )
 
+// GrantWindow is the grant kind of an approval that lets every request of
+// its workload and rule pass until GrantUntil (not spent by use); the
+// default, once, lets one retry of the same request pass.
+const GrantWindow = "window"
+
 // Approval is a request held for a person, as the collector keeps it and
 // the approver sees it: the request is the masked one.
 type Approval struct {
@@ -35,6 +40,7 @@ type Approval struct {
 	Approvers     []string  `json:"approvers,omitempty"` // roles that may decide; empty: approver (and admin)
 	Digest        string    `json:"digest"`              // sha256 of method, host, path and masked body
 	GrantMinutes  int       `json:"grant_minutes"`
+	GrantKind     string    `json:"grant_kind,omitempty"` // once (empty) or window
 	Workload      Workload  `json:"workload"`
 	Request       Request   `json:"request,omitzero"`
 	Created       time.Time `json:"created"`
@@ -59,6 +65,7 @@ type ApprovalRequest struct {
 	Approvers     []string `json:"approvers,omitempty"`
 	Digest        string   `json:"digest"`
 	GrantMinutes  int      `json:"grant_minutes,omitempty"`
+	GrantKind     string   `json:"grant_kind,omitempty"`
 	Workload      Workload `json:"workload"`
 	Request       Request  `json:"request"`
 }
@@ -77,7 +84,7 @@ type ApprovalEvent struct {
 // held it.
 type ApprovalRef struct {
 	ID     string    `json:"id,omitempty"`
-	State  string    `json:"state"` // held, approved, denied, pending (not in time), unavailable
+	State  string    `json:"state"` // approved, grant_used, grant_window, denied, pending (not in time), expired, unavailable
 	By     string    `json:"by,omitempty"`
 	At     time.Time `json:"at,omitzero"`
 	Reason string    `json:"reason,omitempty"`

@@ -2,6 +2,8 @@ package collector
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -131,13 +133,27 @@ func (s *approvals) get(ctx context.Context, id string) (*audit.Approval, <-chan
 	return a, s.changed, s.settle(ctx, a)
 }
 
+// windowDigest names what a window grant covers, in place of the
+// request's digest: every request of one workload on one agent that one
+// rule holds.
+func windowDigest(n NewApproval) string {
+	h := sha256.New()
+	fmt.Fprintf(h, "%s\x00%s\x00%s", n.AgentID, n.Workload.Identity, n.Rule)
+	return "window:" + hex.EncodeToString(h.Sum(nil))
+}
+
 // create answers an agent: a retry of a request approved within its grant
-// uses the grant (state used: let it pass); a retry of a pending one joins
+// uses the grant (state used: let it pass); a request within an approved
+// window comes back approved (the agent's use records it); a retry of a
+// pending one (for a window: any request of its workload and rule) joins
 // it; anything else is a new request.
 func (s *approvals) create(ctx context.Context, n NewApproval) (*audit.Approval, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.now().UTC()
+	if n.GrantKind == audit.GrantWindow {
+		n.Digest = windowDigest(n)
+	}
 	old, err := s.store.ApprovalByDigest(ctx, n.Digest)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
@@ -150,6 +166,8 @@ func (s *approvals) create(ctx context.Context, n NewApproval) (*audit.Approval,
 		switch {
 		case old.State == audit.ApprovalPending:
 			return old, nil
+		case old.State == audit.ApprovalApproved && now.Before(old.GrantUntil) && old.GrantKind == audit.GrantWindow:
+			return old, nil
 		case old.State == audit.ApprovalApproved && now.Before(old.GrantUntil):
 			return old, s.use(ctx, old, n.RecordID)
 		}
@@ -160,7 +178,7 @@ func (s *approvals) create(ctx context.Context, n NewApproval) (*audit.Approval,
 	a := &audit.Approval{
 		ID: audit.NewID(now), State: audit.ApprovalPending, AgentID: n.AgentID, RecordID: n.RecordID,
 		Rule: n.Rule, Message: n.Message, PolicyVersion: n.PolicyVersion, Approvers: n.Approvers,
-		Digest: n.Digest, GrantMinutes: n.GrantMinutes, Workload: n.Workload, Request: n.Request,
+		Digest: n.Digest, GrantMinutes: n.GrantMinutes, GrantKind: n.GrantKind, Workload: n.Workload, Request: n.Request,
 		Created: now, Expires: now.Add(s.ttl),
 	}
 	if err := s.step(ctx, "created", n.AgentID, n.Message, a); err != nil {
@@ -188,6 +206,10 @@ func (s *approvals) useByID(ctx context.Context, id, recordID string) (*audit.Ap
 	}
 	if a.State != audit.ApprovalApproved || !s.now().Before(a.GrantUntil) {
 		return a, errConflict{a}
+	}
+	if a.GrantKind == audit.GrantWindow {
+		// A window is not spent: the step records which request it let by.
+		return a, s.step(ctx, "window_used", a.AgentID, "grant window used by record "+recordID, a)
 	}
 	return a, s.use(ctx, a, recordID)
 }
@@ -268,6 +290,9 @@ func (a *api) createApproval(w http.ResponseWriter, r *http.Request, p auth.Prin
 	switch {
 	case n.AgentID == "" || n.Digest == "" || n.Rule == "":
 		writeError(w, http.StatusBadRequest, "bad_approval", "agent_id, digest and rule are required")
+		return
+	case n.GrantKind != "" && n.GrantKind != "once" && n.GrantKind != audit.GrantWindow:
+		writeError(w, http.StatusBadRequest, "bad_approval", fmt.Sprintf("grant_kind %q: want once or window", n.GrantKind))
 		return
 	case !p.MayIngestFor(n.AgentID) || n.AgentID == audit.CollectorAgentID:
 		writeError(w, http.StatusForbidden, "unknown_agent", fmt.Sprintf("token %q may not ask for agent %q", p.Name, n.AgentID))
