@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/promptrail/promptrail/agent/policy"
 	"github.com/promptrail/promptrail/audit"
 	"github.com/promptrail/promptrail/collector/auth"
 	"github.com/promptrail/promptrail/collector/store"
@@ -177,7 +178,7 @@ func (s *approvals) create(ctx context.Context, n NewApproval) (*audit.Approval,
 	}
 	a := &audit.Approval{
 		ID: audit.NewID(now), State: audit.ApprovalPending, AgentID: n.AgentID, RecordID: n.RecordID,
-		Rule: n.Rule, Message: n.Message, PolicyVersion: n.PolicyVersion, Approvers: n.Approvers,
+		Rule: n.Rule, Message: n.Message, PolicyVersion: n.PolicyVersion, Approvers: n.Approvers, Approvals: n.Approvals,
 		Digest: n.Digest, GrantMinutes: n.GrantMinutes, GrantKind: n.GrantKind, Workload: n.Workload, Request: n.Request,
 		Created: now, Expires: now.Add(s.ttl),
 	}
@@ -235,6 +236,16 @@ func (s *approvals) decide(ctx context.Context, id string, p auth.Principal, app
 		return a, errForbidden(fmt.Sprintf("%q may not decide a request attributed to itself", p.Name))
 	}
 	now := s.now().UTC()
+	if approve && a.Approvals > 1 {
+		if slices.Contains(a.ApprovedBy, p.Name) {
+			return a, errForbidden(fmt.Sprintf("rule %s needs %d different approvers; %q has approved already", a.Rule, a.Approvals, p.Name))
+		}
+		a.ApprovedBy = append(a.ApprovedBy, p.Name)
+		if len(a.ApprovedBy) < a.Approvals {
+			// Still pending: the step records who approved so far.
+			return a, s.step(ctx, "approval_added", p.Name, reason, a)
+		}
+	}
 	a.DecidedBy, a.DecidedAt, a.Reason = p.Name, now, reason
 	event := "denied"
 	a.State = audit.ApprovalDenied
@@ -290,6 +301,9 @@ func (a *api) createApproval(w http.ResponseWriter, r *http.Request, p auth.Prin
 	switch {
 	case n.AgentID == "" || n.Digest == "" || n.Rule == "":
 		writeError(w, http.StatusBadRequest, "bad_approval", "agent_id, digest and rule are required")
+		return
+	case n.Approvals < 0 || n.Approvals > policy.MaxApprovals:
+		writeError(w, http.StatusBadRequest, "bad_approval", fmt.Sprintf("approvals %d: want 1 to %d", n.Approvals, policy.MaxApprovals))
 		return
 	case n.GrantKind != "" && n.GrantKind != "once" && n.GrantKind != audit.GrantWindow:
 		writeError(w, http.StatusBadRequest, "bad_approval", fmt.Sprintf("grant_kind %q: want once or window", n.GrantKind))

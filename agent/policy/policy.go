@@ -30,6 +30,10 @@ const (
 // the rule does not say.
 const DefaultGrantMinutes = 15
 
+// MaxApprovals bounds a rule's approvals: more people than this are a
+// process, not a hold of a request.
+const MaxApprovals = 5
+
 // Grant kinds.
 const (
 	GrantOnce   = "once"
@@ -65,7 +69,10 @@ type Rule struct {
 	// Approvers are the collector roles that may decide (approver,
 	// admin); empty: approver (admin always may).
 	Approvers []string `yaml:"approvers,omitempty" json:"approvers,omitempty"`
-	Grant     *Grant   `yaml:"grant,omitempty" json:"grant,omitempty"`
+	// Approvals is how many different approvers must approve (1 to
+	// MaxApprovals); one denial denies. Zero: 1.
+	Approvals int    `yaml:"approvals,omitempty" json:"approvals,omitempty"`
+	Grant     *Grant `yaml:"grant,omitempty" json:"grant,omitempty"`
 }
 
 // Default is a decision without a condition.
@@ -84,6 +91,7 @@ type Decision struct {
 	Approvers    []string
 	GrantMinutes int
 	GrantKind    string // GrantOnce or GrantWindow
+	Approvals    int    // different approvers needed, at least 1
 }
 
 // Policy is a compiled policy file. It is safe for concurrent use.
@@ -97,6 +105,7 @@ type Policy struct {
 type compiled struct {
 	name, action, message string
 	approvers             []string
+	approvals             int
 	grantMinutes          int
 	grantKind             string
 	prg                   cel.Program
@@ -196,15 +205,15 @@ func compileRule(env *cel.Env, r Rule, seen map[string]bool) (compiled, error) {
 	if err != nil {
 		return compiled{}, fmt.Errorf("when: %w", err)
 	}
-	return compiled{name: r.Name, action: r.Action, message: r.Message, approvers: r.Approvers, grantMinutes: minutes, grantKind: kind, prg: prg}, nil
+	return compiled{name: r.Name, action: r.Action, message: r.Message, approvers: r.Approvers, approvals: max(r.Approvals, 1), grantMinutes: minutes, grantKind: kind, prg: prg}, nil
 }
 
 // checkApproval checks a rule's approvers and grant and returns the
 // grant's minutes and kind.
 func checkApproval(r Rule) (int, string, error) {
 	if r.Action != RequireApproval {
-		if len(r.Approvers) > 0 || r.Grant != nil {
-			return 0, "", fmt.Errorf("approvers and grant belong to action %s, not %s", RequireApproval, r.Action)
+		if len(r.Approvers) > 0 || r.Grant != nil || r.Approvals != 0 {
+			return 0, "", fmt.Errorf("approvers, approvals and grant belong to action %s, not %s", RequireApproval, r.Action)
 		}
 		return DefaultGrantMinutes, GrantOnce, nil
 	}
@@ -213,6 +222,9 @@ func checkApproval(r Rule) (int, string, error) {
 			// Groups come with OIDC; until then the collector knows roles.
 			return 0, "", fmt.Errorf("approvers: %q: want the collector role approver or admin", a)
 		}
+	}
+	if r.Approvals < 0 || r.Approvals > MaxApprovals {
+		return 0, "", fmt.Errorf("approvals: %d: want 1 to %d different approvers", r.Approvals, MaxApprovals)
 	}
 	if r.Grant == nil {
 		return DefaultGrantMinutes, GrantOnce, nil
@@ -312,7 +324,7 @@ func (p *Policy) Decide(in *Input) Decision {
 		}
 		if out == types.True {
 			return Decision{Action: r.action, Rule: r.name, Message: r.message, Version: p.version,
-				Approvers: r.approvers, GrantMinutes: r.grantMinutes, GrantKind: r.grantKind}
+				Approvers: r.approvers, Approvals: r.approvals, GrantMinutes: r.grantMinutes, GrantKind: r.grantKind}
 		}
 	}
 	if d, ok := p.namespaces[in.Workload.Namespace]; ok && in.Workload.Namespace != "" {

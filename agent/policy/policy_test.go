@@ -117,6 +117,8 @@ func TestParseRefuses(t *testing.T) {
 		{"bad action", "rules:\n  - {name: a, when: 'true', action: deny}\n", []string{`rule "a"`, `"deny"`}},
 		{"approver group", "rules:\n  - {name: hold, when: 'true', action: require_approval, approvers: [sec]}\n", []string{`rule "hold"`, `"sec"`, "approver or admin"}},
 		{"grant kind", "rules:\n  - {name: hold, when: 'true', action: require_approval, grant: {kind: forever}}\n", []string{`rule "hold"`, `"forever"`, "once or window"}},
+		{"approvals", "rules:\n  - {name: hold, when: 'true', action: require_approval, approvals: 9}\n", []string{`rule "hold"`, "1 to 5"}},
+		{"approvals on allow", "rules:\n  - {name: a, when: 'true', action: allow, approvals: 2}\n", []string{`rule "a"`, "approvals"}},
 		{"grant minutes", "rules:\n  - {name: hold, when: 'true', action: require_approval, grant: {minutes: 5000}}\n", []string{`rule "hold"`, "1 to 1440"}},
 		{"approvers on block", "rules:\n  - {name: a, when: 'true', action: block, approvers: [sec]}\n", []string{`rule "a"`, "approvers"}},
 		{"namespace action", "rules: []\nnamespaces:\n  ci: {action: nope}\n", []string{`"ci"`, `"nope"`}},
@@ -141,12 +143,14 @@ func TestRequireApprovalCarriesItsApproversAndGrant(t *testing.T) {
 		name, grant string
 		minutes     int
 		kind        string
+		approvals   int
 	}{
-		{"once", "grant: {kind: once, minutes: 5}", 5, GrantOnce},
-		{"kind omitted", "grant: {minutes: 7}", 7, GrantOnce},
-		{"no grant", "message: m", DefaultGrantMinutes, GrantOnce},
-		{"window", "grant: {kind: window, minutes: 30}", 30, GrantWindow},
-		{"window, default minutes", "grant: {kind: window}", DefaultGrantMinutes, GrantWindow},
+		{"once", "grant: {kind: once, minutes: 5}", 5, GrantOnce, 1},
+		{"kind omitted", "grant: {minutes: 7}", 7, GrantOnce, 1},
+		{"no grant", "message: m", DefaultGrantMinutes, GrantOnce, 1},
+		{"two approvers", "approvals: 2", DefaultGrantMinutes, GrantOnce, 2},
+		{"window", "grant: {kind: window, minutes: 30}", 30, GrantWindow, 1},
+		{"window, default minutes", "grant: {kind: window}", DefaultGrantMinutes, GrantWindow, 1},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -154,7 +158,7 @@ func TestRequireApprovalCarriesItsApproversAndGrant(t *testing.T) {
 				"  - {name: never, when: 'false', action: require_approval}\n")
 			var in Input
 			d := p.Decide(&in)
-			if d.Action != RequireApproval || d.Rule != "hold" || d.GrantMinutes != c.minutes || d.GrantKind != c.kind ||
+			if d.Action != RequireApproval || d.Rule != "hold" || d.GrantMinutes != c.minutes || d.GrantKind != c.kind || d.Approvals != c.approvals ||
 				len(d.Approvers) != 1 || d.Approvers[0] != "admin" {
 				t.Fatalf("decision %+v, want require_approval by hold, admin, %d minutes, %s", d, c.minutes, c.kind)
 			}

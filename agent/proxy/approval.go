@@ -61,7 +61,7 @@ func (d *decrypter) hold(w http.ResponseWriter, r *http.Request, ex *recorder.Ex
 	defer cancel()
 	a, err := d.cfg.Approvals.RequestApproval(ctx, audit.ApprovalRequest{
 		RecordID: ex.ID(), Rule: dec.Rule, Message: dec.Message, PolicyVersion: dec.Version,
-		Approvers: dec.Approvers, GrantMinutes: dec.GrantMinutes, GrantKind: dec.GrantKind, Digest: requestDigest(r, q.body),
+		Approvers: dec.Approvers, GrantMinutes: dec.GrantMinutes, GrantKind: dec.GrantKind, Approvals: dec.Approvals, Digest: requestDigest(r, q.body),
 		Workload: who, Request: ex.Request(),
 	})
 	if err != nil {

@@ -59,6 +59,7 @@ rules:
     when: request.model == "gpt-4.1"
     action: require_approval
     message: gpt-4.1 needs a person
+    approvals: 2
     grant: {minutes: 5}
 `
 
@@ -95,7 +96,7 @@ func TestHeldRequestWaitsForItsApproval(t *testing.T) {
 			if a := r.Decision.Approval; a == nil || a.State != c.state || r.Decision.Rule != "hold-gpt41" {
 				t.Fatalf("record decision %+v approval %+v, want state %s", r.Decision, a, c.state)
 			}
-			if len(c.fake.asked) != 1 || c.fake.asked[0].GrantMinutes != 5 || c.fake.asked[0].Request.Messages[0].Content != tag ||
+			if len(c.fake.asked) != 1 || c.fake.asked[0].GrantMinutes != 5 || c.fake.asked[0].Approvals != 2 || c.fake.asked[0].Request.Messages[0].Content != tag ||
 				!strings.HasPrefix(c.fake.asked[0].Digest, "sha256:") {
 				t.Errorf("asked %+v, want one request with its masked body, digest and grant", c.fake.asked)
 			}
