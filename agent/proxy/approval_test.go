@@ -18,6 +18,7 @@ import (
 type fakeApprovals struct {
 	created, final string
 	err            error
+	delay          time.Duration // before the long poll answers final
 
 	mu    sync.Mutex
 	asked []audit.ApprovalRequest
@@ -42,6 +43,11 @@ func (f *fakeApprovals) Approval(ctx context.Context, id string, wait time.Durat
 		case <-time.After(wait):
 			return &audit.Approval{ID: id, State: audit.ApprovalPending, Expires: time.Now().Add(time.Hour)}, nil
 		}
+	}
+	select {
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-time.After(f.delay):
 	}
 	return &audit.Approval{ID: id, State: f.final, DecidedBy: "alice", DecidedAt: time.Now(), Reason: "ticket 42"}, nil
 }
