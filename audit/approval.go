@@ -22,26 +22,36 @@ const (
 	ApprovalUsed = "used"
 )
 
+// GrantWindow is the grant kind of an approval that lets every request of
+// its workload and rule pass until GrantUntil (not spent by use); the
+// default, once, lets one retry of the same request pass.
+const GrantWindow = "window"
+
 // Approval is a request held for a person, as the collector keeps it and
 // the approver sees it: the request is the masked one.
 type Approval struct {
-	ID            string    `json:"id"`
-	State         string    `json:"state"`
-	AgentID       string    `json:"agent_id"`
-	RecordID      string    `json:"record_id,omitempty"` // the exchange record that asked first
-	Rule          string    `json:"rule"`
-	Message       string    `json:"message,omitempty"`
-	PolicyVersion string    `json:"policy_version,omitempty"`
-	Approvers     []string  `json:"approvers,omitempty"` // roles that may decide; empty: approver (and admin)
-	Digest        string    `json:"digest"`              // sha256 of method, host, path and masked body
-	GrantMinutes  int       `json:"grant_minutes"`
-	Workload      Workload  `json:"workload"`
-	Request       Request   `json:"request,omitzero"`
-	Created       time.Time `json:"created"`
-	Expires       time.Time `json:"expires"`
-	DecidedBy     string    `json:"decided_by,omitempty"`
-	DecidedAt     time.Time `json:"decided_at,omitzero"`
-	Reason        string    `json:"reason,omitempty"`
+	ID            string   `json:"id"`
+	State         string   `json:"state"`
+	AgentID       string   `json:"agent_id"`
+	RecordID      string   `json:"record_id,omitempty"` // the exchange record that asked first
+	Rule          string   `json:"rule"`
+	Message       string   `json:"message,omitempty"`
+	PolicyVersion string   `json:"policy_version,omitempty"`
+	Approvers     []string `json:"approvers,omitempty"` // roles that may decide; empty: approver (and admin)
+	Digest        string   `json:"digest"`              // sha256 of method, host, path and masked body
+	GrantMinutes  int      `json:"grant_minutes"`
+	GrantKind     string   `json:"grant_kind,omitempty"` // once (empty) or window
+	// Approvals is how many different approvers must approve (0: 1);
+	// ApprovedBy names those who have, in order.
+	Approvals  int       `json:"approvals,omitempty"`
+	ApprovedBy []string  `json:"approved_by,omitempty"`
+	Workload   Workload  `json:"workload"`
+	Request    Request   `json:"request,omitzero"`
+	Created    time.Time `json:"created"`
+	Expires    time.Time `json:"expires"`
+	DecidedBy  string    `json:"decided_by,omitempty"`
+	DecidedAt  time.Time `json:"decided_at,omitzero"`
+	Reason     string    `json:"reason,omitempty"`
 	// GrantUntil: an approved request's retry passes once before then.
 	GrantUntil time.Time `json:"grant_until,omitzero"`
 	UsedAt     time.Time `json:"used_at,omitzero"`
@@ -59,6 +69,8 @@ type ApprovalRequest struct {
 	Approvers     []string `json:"approvers,omitempty"`
 	Digest        string   `json:"digest"`
 	GrantMinutes  int      `json:"grant_minutes,omitempty"`
+	GrantKind     string   `json:"grant_kind,omitempty"`
+	Approvals     int      `json:"approvals,omitempty"`
 	Workload      Workload `json:"workload"`
 	Request       Request  `json:"request"`
 }
@@ -77,7 +89,7 @@ type ApprovalEvent struct {
 // held it.
 type ApprovalRef struct {
 	ID     string    `json:"id,omitempty"`
-	State  string    `json:"state"` // held, approved, denied, pending (not in time), unavailable
+	State  string    `json:"state"` // approved, grant_used, grant_window, denied, pending (not in time), expired, unavailable
 	By     string    `json:"by,omitempty"`
 	At     time.Time `json:"at,omitzero"`
 	Reason string    `json:"reason,omitempty"`

@@ -2,6 +2,8 @@ package collector
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/promptrail/promptrail/agent/policy"
 	"github.com/promptrail/promptrail/audit"
 	"github.com/promptrail/promptrail/collector/auth"
 	"github.com/promptrail/promptrail/collector/store"
@@ -51,6 +54,8 @@ type approvals struct {
 	log   *slog.Logger
 	ttl   time.Duration
 	now   func() time.Time
+	// webhook, if set, is told of every new request (never waited for).
+	webhook *Webhook
 
 	mu      sync.Mutex
 	seq     uint64
@@ -129,13 +134,27 @@ func (s *approvals) get(ctx context.Context, id string) (*audit.Approval, <-chan
 	return a, s.changed, s.settle(ctx, a)
 }
 
+// windowDigest names what a window grant covers, in place of the
+// request's digest: every request of one workload on one agent that one
+// rule holds.
+func windowDigest(n NewApproval) string {
+	h := sha256.New()
+	fmt.Fprintf(h, "%s\x00%s\x00%s", n.AgentID, n.Workload.Identity, n.Rule)
+	return "window:" + hex.EncodeToString(h.Sum(nil))
+}
+
 // create answers an agent: a retry of a request approved within its grant
-// uses the grant (state used: let it pass); a retry of a pending one joins
+// uses the grant (state used: let it pass); a request within an approved
+// window comes back approved (the agent's use records it); a retry of a
+// pending one (for a window: any request of its workload and rule) joins
 // it; anything else is a new request.
 func (s *approvals) create(ctx context.Context, n NewApproval) (*audit.Approval, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.now().UTC()
+	if n.GrantKind == audit.GrantWindow {
+		n.Digest = windowDigest(n)
+	}
 	old, err := s.store.ApprovalByDigest(ctx, n.Digest)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
@@ -148,6 +167,8 @@ func (s *approvals) create(ctx context.Context, n NewApproval) (*audit.Approval,
 		switch {
 		case old.State == audit.ApprovalPending:
 			return old, nil
+		case old.State == audit.ApprovalApproved && now.Before(old.GrantUntil) && old.GrantKind == audit.GrantWindow:
+			return old, nil
 		case old.State == audit.ApprovalApproved && now.Before(old.GrantUntil):
 			return old, s.use(ctx, old, n.RecordID)
 		}
@@ -157,11 +178,17 @@ func (s *approvals) create(ctx context.Context, n NewApproval) (*audit.Approval,
 	}
 	a := &audit.Approval{
 		ID: audit.NewID(now), State: audit.ApprovalPending, AgentID: n.AgentID, RecordID: n.RecordID,
-		Rule: n.Rule, Message: n.Message, PolicyVersion: n.PolicyVersion, Approvers: n.Approvers,
-		Digest: n.Digest, GrantMinutes: n.GrantMinutes, Workload: n.Workload, Request: n.Request,
+		Rule: n.Rule, Message: n.Message, PolicyVersion: n.PolicyVersion, Approvers: n.Approvers, Approvals: n.Approvals,
+		Digest: n.Digest, GrantMinutes: n.GrantMinutes, GrantKind: n.GrantKind, Workload: n.Workload, Request: n.Request,
 		Created: now, Expires: now.Add(s.ttl),
 	}
-	return a, s.step(ctx, "created", n.AgentID, n.Message, a)
+	if err := s.step(ctx, "created", n.AgentID, n.Message, a); err != nil {
+		return a, err
+	}
+	if s.webhook != nil {
+		s.webhook.notify(a)
+	}
+	return a, nil
 }
 
 // use spends an approved request's one-shot grant. Callers hold mu.
@@ -180,6 +207,10 @@ func (s *approvals) useByID(ctx context.Context, id, recordID string) (*audit.Ap
 	}
 	if a.State != audit.ApprovalApproved || !s.now().Before(a.GrantUntil) {
 		return a, errConflict{a}
+	}
+	if a.GrantKind == audit.GrantWindow {
+		// A window is not spent: the step records which request it let by.
+		return a, s.step(ctx, "window_used", a.AgentID, "grant window used by record "+recordID, a)
 	}
 	return a, s.use(ctx, a, recordID)
 }
@@ -205,6 +236,16 @@ func (s *approvals) decide(ctx context.Context, id string, p auth.Principal, app
 		return a, errForbidden(fmt.Sprintf("%q may not decide a request attributed to itself", p.Name))
 	}
 	now := s.now().UTC()
+	if approve && a.Approvals > 1 {
+		if slices.Contains(a.ApprovedBy, p.Name) {
+			return a, errForbidden(fmt.Sprintf("rule %s needs %d different approvers; %q has approved already", a.Rule, a.Approvals, p.Name))
+		}
+		a.ApprovedBy = append(a.ApprovedBy, p.Name)
+		if len(a.ApprovedBy) < a.Approvals {
+			// Still pending: the step records who approved so far.
+			return a, s.step(ctx, "approval_added", p.Name, reason, a)
+		}
+	}
 	a.DecidedBy, a.DecidedAt, a.Reason = p.Name, now, reason
 	event := "denied"
 	a.State = audit.ApprovalDenied
@@ -260,6 +301,12 @@ func (a *api) createApproval(w http.ResponseWriter, r *http.Request, p auth.Prin
 	switch {
 	case n.AgentID == "" || n.Digest == "" || n.Rule == "":
 		writeError(w, http.StatusBadRequest, "bad_approval", "agent_id, digest and rule are required")
+		return
+	case n.Approvals < 0 || n.Approvals > policy.MaxApprovals:
+		writeError(w, http.StatusBadRequest, "bad_approval", fmt.Sprintf("approvals %d: want 1 to %d", n.Approvals, policy.MaxApprovals))
+		return
+	case n.GrantKind != "" && n.GrantKind != "once" && n.GrantKind != audit.GrantWindow:
+		writeError(w, http.StatusBadRequest, "bad_approval", fmt.Sprintf("grant_kind %q: want once or window", n.GrantKind))
 		return
 	case !p.MayIngestFor(n.AgentID) || n.AgentID == audit.CollectorAgentID:
 		writeError(w, http.StatusForbidden, "unknown_agent", fmt.Sprintf("token %q may not ask for agent %q", p.Name, n.AgentID))

@@ -35,6 +35,13 @@ func approvalServer(t *testing.T, ttl time.Duration) (*httptest.Server, *store.S
 // approvalServerIn is approvalServer with its store in dir.
 func approvalServerIn(t *testing.T, dir string, ttl time.Duration) (*httptest.Server, *store.Store) {
 	t.Helper()
+	return approvalServerWith(t, dir, collector.HandlerConfig{ApprovalTTL: ttl})
+}
+
+// approvalServerWith is a collector of cfg, its store in dir and its
+// tokens those of the approval tests.
+func approvalServerWith(t *testing.T, dir string, cfg collector.HandlerConfig) (*httptest.Server, *store.Store) {
+	t.Helper()
 	st, err := store.Open(context.Background(), store.Config{Dir: dir})
 	if err != nil {
 		t.Fatal(err)
@@ -45,7 +52,8 @@ func approvalServerIn(t *testing.T, dir string, ttl time.Duration) (*httptest.Se
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, err := collector.NewHandler(collector.HandlerConfig{Store: st, Auth: tok, ApprovalTTL: ttl})
+	cfg.Store, cfg.Auth = st, tok
+	h, err := collector.NewHandler(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -47,6 +47,9 @@ type Config struct {
 	// ApprovalTTL is how long an approval request waits for a decision
 	// before it expires. Zero: DefaultApprovalTTL (1h).
 	ApprovalTTL time.Duration
+	// Webhook, if its URL is set, is called when a request starts waiting
+	// for approval.
+	Webhook WebhookConfig
 	// Server bounds what one connection or client may take of the HTTP
 	// server. Zero fields take the defaults of ServerLimits.
 	Server ServerLimits
@@ -142,9 +145,16 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("collector: %w", err)
 	}
 	defer st.Close()
+	var hook *Webhook
+	if cfg.Webhook.URL != "" {
+		cfg.Webhook.Logger, cfg.Webhook.Registerer = log, reg
+		if hook, err = NewWebhook(cfg.Webhook); err != nil {
+			return err
+		}
+	}
 	h, err := NewHandler(HandlerConfig{Store: st, Auth: cfg.Auth, MaxBatchBytes: cfg.MaxBatchBytes,
-		PolicyFile:           filepath.Join(cfg.DataDir, "policy.yaml"),
-		ApprovalTTL:          cfg.ApprovalTTL,
+		PolicyFile:  filepath.Join(cfg.DataDir, "policy.yaml"),
+		ApprovalTTL: cfg.ApprovalTTL, Webhook: hook,
 		MaxRequestsPerClient: cfg.Server.MaxRequestsPerClient, Logger: log, Registry: reg})
 	if err != nil {
 		return err
@@ -160,6 +170,9 @@ func Run(ctx context.Context, cfg Config) error {
 	errc := make(chan error, 2)
 	go func() { errc <- st.Run(ctx) }()
 	go func() { errc <- srv.Serve(ln) }()
+	if hook != nil {
+		go hook.Run(ctx)
+	}
 	log.Info("collector serving", "listen", ln.Addr().String(), "data_dir", cfg.DataDir, "retention", cfg.Retention.String())
 	if cfg.Ready != nil {
 		cfg.Ready(ln.Addr())
@@ -190,6 +203,9 @@ type HandlerConfig struct {
 	// ApprovalTTL is how long an approval request waits for a decision
 	// before it expires (0: DefaultApprovalTTL).
 	ApprovalTTL time.Duration
+	// Webhook, if set, is told of every new approval request; the caller
+	// runs it (Webhook.Run).
+	Webhook *Webhook
 	// PolicyFile keeps the policy pushed with PUT /v1/policy. Empty: no
 	// policy routes.
 	PolicyFile string
@@ -225,6 +241,7 @@ func NewHandler(cfg HandlerConfig) (http.Handler, error) {
 	if a.approvals, err = openApprovals(context.Background(), cfg.Store, cfg.ApprovalTTL, cfg.Logger); err != nil {
 		return nil, err
 	}
+	a.approvals.webhook = cfg.Webhook
 	mux := http.NewServeMux()
 	a.routes(mux)
 	a.approvalRoutes(mux)

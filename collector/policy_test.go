@@ -69,7 +69,7 @@ func TestPolicyPushAndFetch(t *testing.T) {
 		{"by a reader", reader, good, http.StatusForbidden, "admin"},
 		{"by an admin", admin, good, 0, ""},
 		{"broken rule", admin, "rules:\n  - {name: broken, when: 'request.nope', action: block}\n", http.StatusBadRequest, `rule "broken"`},
-		{"approval window", admin, "rules:\n  - {name: hold, when: 'true', action: require_approval, grant: {kind: window}}\n", http.StatusBadRequest, "not available yet"},
+		{"grant kind", admin, "rules:\n  - {name: hold, when: 'true', action: require_approval, grant: {kind: forever}}\n", http.StatusBadRequest, `"forever"`},
 	}
 	for _, p := range pushes {
 		t.Run(p.name, func(t *testing.T) {

@@ -30,9 +30,20 @@ const (
 // the rule does not say.
 const DefaultGrantMinutes = 15
 
+// MaxApprovals bounds a rule's approvals: more people than this are a
+// process, not a hold of a request.
+const MaxApprovals = 5
+
+// Grant kinds.
+const (
+	GrantOnce   = "once"
+	GrantWindow = "window"
+)
+
 // Grant is what an approval lets through: kind once (the default) lets
 // a retry of the same request (same digest, same workload) pass once
-// within Minutes of the approval.
+// within Minutes of the approval; kind window lets every request of the
+// same workload that the same rule holds pass within Minutes.
 type Grant struct {
 	Kind    string `yaml:"kind,omitempty" json:"kind,omitempty"`
 	Minutes int    `yaml:"minutes,omitempty" json:"minutes,omitempty"`
@@ -58,7 +69,10 @@ type Rule struct {
 	// Approvers are the collector roles that may decide (approver,
 	// admin); empty: approver (admin always may).
 	Approvers []string `yaml:"approvers,omitempty" json:"approvers,omitempty"`
-	Grant     *Grant   `yaml:"grant,omitempty" json:"grant,omitempty"`
+	// Approvals is how many different approvers must approve (1 to
+	// MaxApprovals); one denial denies. Zero: 1.
+	Approvals int    `yaml:"approvals,omitempty" json:"approvals,omitempty"`
+	Grant     *Grant `yaml:"grant,omitempty" json:"grant,omitempty"`
 }
 
 // Default is a decision without a condition.
@@ -76,6 +90,8 @@ type Decision struct {
 	// Approvers and GrantMinutes belong to require_approval.
 	Approvers    []string
 	GrantMinutes int
+	GrantKind    string // GrantOnce or GrantWindow
+	Approvals    int    // different approvers needed, at least 1
 }
 
 // Policy is a compiled policy file. It is safe for concurrent use.
@@ -89,7 +105,9 @@ type Policy struct {
 type compiled struct {
 	name, action, message string
 	approvers             []string
+	approvals             int
 	grantMinutes          int
+	grantKind             string
 	prg                   cel.Program
 }
 
@@ -172,7 +190,7 @@ func compileRule(env *cel.Env, r Rule, seen map[string]bool) (compiled, error) {
 	if err := checkAction(r.Action); err != nil {
 		return compiled{}, err
 	}
-	minutes, err := checkApproval(r)
+	minutes, kind, err := checkApproval(r)
 	if err != nil {
 		return compiled{}, err
 	}
@@ -187,41 +205,45 @@ func compileRule(env *cel.Env, r Rule, seen map[string]bool) (compiled, error) {
 	if err != nil {
 		return compiled{}, fmt.Errorf("when: %w", err)
 	}
-	return compiled{name: r.Name, action: r.Action, message: r.Message, approvers: r.Approvers, grantMinutes: minutes, prg: prg}, nil
+	return compiled{name: r.Name, action: r.Action, message: r.Message, approvers: r.Approvers, approvals: max(r.Approvals, 1), grantMinutes: minutes, grantKind: kind, prg: prg}, nil
 }
 
 // checkApproval checks a rule's approvers and grant and returns the
-// grant's minutes.
-func checkApproval(r Rule) (int, error) {
+// grant's minutes and kind.
+func checkApproval(r Rule) (int, string, error) {
 	if r.Action != RequireApproval {
-		if len(r.Approvers) > 0 || r.Grant != nil {
-			return 0, fmt.Errorf("approvers and grant belong to action %s, not %s", RequireApproval, r.Action)
+		if len(r.Approvers) > 0 || r.Grant != nil || r.Approvals != 0 {
+			return 0, "", fmt.Errorf("approvers, approvals and grant belong to action %s, not %s", RequireApproval, r.Action)
 		}
-		return DefaultGrantMinutes, nil
+		return DefaultGrantMinutes, GrantOnce, nil
 	}
 	for _, a := range r.Approvers {
 		if a != "approver" && a != "admin" {
 			// Groups come with OIDC; until then the collector knows roles.
-			return 0, fmt.Errorf("approvers: %q: want the collector role approver or admin", a)
+			return 0, "", fmt.Errorf("approvers: %q: want the collector role approver or admin", a)
 		}
 	}
-	if r.Grant == nil {
-		return DefaultGrantMinutes, nil
+	if r.Approvals < 0 || r.Approvals > MaxApprovals {
+		return 0, "", fmt.Errorf("approvals: %d: want 1 to %d different approvers", r.Approvals, MaxApprovals)
 	}
-	switch r.Grant.Kind {
-	case "", "once":
-	case "window":
-		return 0, errors.New("grant: kind window is not available yet; use once")
+	if r.Grant == nil {
+		return DefaultGrantMinutes, GrantOnce, nil
+	}
+	kind := r.Grant.Kind
+	switch kind {
+	case "":
+		kind = GrantOnce
+	case GrantOnce, GrantWindow:
 	default:
-		return 0, fmt.Errorf("grant: kind %q: want once", r.Grant.Kind)
+		return 0, "", fmt.Errorf("grant: kind %q: want %s or %s", r.Grant.Kind, GrantOnce, GrantWindow)
 	}
 	switch m := r.Grant.Minutes; {
 	case m == 0:
-		return DefaultGrantMinutes, nil
+		return DefaultGrantMinutes, kind, nil
 	case m < 1 || m > 24*60:
-		return 0, fmt.Errorf("grant: minutes %d: want 1 to 1440", m)
+		return 0, "", fmt.Errorf("grant: minutes %d: want 1 to 1440", m)
 	default:
-		return m, nil
+		return m, kind, nil
 	}
 }
 
@@ -302,7 +324,7 @@ func (p *Policy) Decide(in *Input) Decision {
 		}
 		if out == types.True {
 			return Decision{Action: r.action, Rule: r.name, Message: r.message, Version: p.version,
-				Approvers: r.approvers, GrantMinutes: r.grantMinutes}
+				Approvers: r.approvers, Approvals: r.approvals, GrantMinutes: r.grantMinutes, GrantKind: r.grantKind}
 		}
 	}
 	if d, ok := p.namespaces[in.Workload.Namespace]; ok && in.Workload.Namespace != "" {

@@ -117,7 +117,9 @@ func TestParseRefuses(t *testing.T) {
 		{"no when", "rules:\n  - {name: a, action: block}\n", []string{`rule "a"`, "no when"}},
 		{"bad action", "rules:\n  - {name: a, when: 'true', action: deny}\n", []string{`rule "a"`, `"deny"`}},
 		{"approver group", "rules:\n  - {name: hold, when: 'true', action: require_approval, approvers: [sec]}\n", []string{`rule "hold"`, `"sec"`, "approver or admin"}},
-		{"window grant", "rules:\n  - {name: hold, when: 'true', action: require_approval, grant: {kind: window}}\n", []string{`rule "hold"`, "window is not available yet"}},
+		{"grant kind", "rules:\n  - {name: hold, when: 'true', action: require_approval, grant: {kind: forever}}\n", []string{`rule "hold"`, `"forever"`, "once or window"}},
+		{"approvals", "rules:\n  - {name: hold, when: 'true', action: require_approval, approvals: 9}\n", []string{`rule "hold"`, "1 to 5"}},
+		{"approvals on allow", "rules:\n  - {name: a, when: 'true', action: allow, approvals: 2}\n", []string{`rule "a"`, "approvals"}},
 		{"grant minutes", "rules:\n  - {name: hold, when: 'true', action: require_approval, grant: {minutes: 5000}}\n", []string{`rule "hold"`, "1 to 1440"}},
 		{"approvers on block", "rules:\n  - {name: a, when: 'true', action: block, approvers: [sec]}\n", []string{`rule "a"`, "approvers"}},
 		{"namespace action", "rules: []\nnamespaces:\n  ci: {action: nope}\n", []string{`"ci"`, `"nope"`}},
@@ -138,12 +140,30 @@ func TestParseRefuses(t *testing.T) {
 }
 
 func TestRequireApprovalCarriesItsApproversAndGrant(t *testing.T) {
-	p := mustParse(t, "rules:\n  - {name: hold, when: 'true', action: require_approval, approvers: [admin], grant: {kind: once, minutes: 5}}\n"+
-		"  - {name: never, when: 'false', action: require_approval}\n")
-	var in Input
-	d := p.Decide(&in)
-	if d.Action != RequireApproval || d.Rule != "hold" || d.GrantMinutes != 5 || len(d.Approvers) != 1 || d.Approvers[0] != "admin" {
-		t.Fatalf("decision %+v, want require_approval by hold, admin, 5 minutes", d)
+	cases := []struct {
+		name, grant string
+		minutes     int
+		kind        string
+		approvals   int
+	}{
+		{"once", "grant: {kind: once, minutes: 5}", 5, GrantOnce, 1},
+		{"kind omitted", "grant: {minutes: 7}", 7, GrantOnce, 1},
+		{"no grant", "message: m", DefaultGrantMinutes, GrantOnce, 1},
+		{"two approvers", "approvals: 2", DefaultGrantMinutes, GrantOnce, 2},
+		{"window", "grant: {kind: window, minutes: 30}", 30, GrantWindow, 1},
+		{"window, default minutes", "grant: {kind: window}", DefaultGrantMinutes, GrantWindow, 1},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			p := mustParse(t, "rules:\n  - {name: hold, when: 'true', action: require_approval, approvers: [admin], "+c.grant+"}\n"+
+				"  - {name: never, when: 'false', action: require_approval}\n")
+			var in Input
+			d := p.Decide(&in)
+			if d.Action != RequireApproval || d.Rule != "hold" || d.GrantMinutes != c.minutes || d.GrantKind != c.kind || d.Approvals != c.approvals ||
+				len(d.Approvers) != 1 || d.Approvers[0] != "admin" {
+				t.Fatalf("decision %+v, want require_approval by hold, admin, %d minutes, %s", d, c.minutes, c.kind)
+			}
+		})
 	}
 }
 

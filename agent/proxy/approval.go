@@ -61,7 +61,7 @@ func (d *decrypter) hold(w http.ResponseWriter, r *http.Request, ex *recorder.Ex
 	defer cancel()
 	a, err := d.cfg.Approvals.RequestApproval(ctx, audit.ApprovalRequest{
 		RecordID: ex.ID(), Rule: dec.Rule, Message: dec.Message, PolicyVersion: dec.Version,
-		Approvers: dec.Approvers, GrantMinutes: dec.GrantMinutes, Digest: requestDigest(r, q.body),
+		Approvers: dec.Approvers, GrantMinutes: dec.GrantMinutes, GrantKind: dec.GrantKind, Approvals: dec.Approvals, Digest: requestDigest(r, q.body),
 		Workload: who, Request: ex.Request(),
 	})
 	if err != nil {
@@ -70,6 +70,8 @@ func (d *decrypter) hold(w http.ResponseWriter, r *http.Request, ex *recorder.Ex
 			"the collector could not be asked ("+err.Error()+")")
 		return true
 	}
+	// A request within an approved window comes back approved at once.
+	inWindow := a.State == audit.ApprovalApproved && a.GrantKind == audit.GrantWindow
 	for a.State == audit.ApprovalPending {
 		left := time.Until(a.Expires)
 		if dl, ok := ctx.Deadline(); ok {
@@ -102,6 +104,9 @@ func (d *decrypter) hold(w http.ResponseWriter, r *http.Request, ex *recorder.Ex
 			ref.State, ref.Reason = "unavailable", err.Error()
 			d.refuseHeld(w, ex, dec, ref, "approval "+a.ID+" could not be used ("+err.Error()+")")
 			return true
+		}
+		if inWindow {
+			ref.State = "grant_window"
 		}
 		ex.Approval(ref)
 		return false

@@ -18,6 +18,7 @@ import (
 type fakeApprovals struct {
 	created, final string
 	err            error
+	delay          time.Duration // before the long poll answers final
 
 	mu    sync.Mutex
 	asked []audit.ApprovalRequest
@@ -43,6 +44,11 @@ func (f *fakeApprovals) Approval(ctx context.Context, id string, wait time.Durat
 			return &audit.Approval{ID: id, State: audit.ApprovalPending, Expires: time.Now().Add(time.Hour)}, nil
 		}
 	}
+	select {
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-time.After(f.delay):
+	}
 	return &audit.Approval{ID: id, State: f.final, DecidedBy: "alice", DecidedAt: time.Now(), Reason: "ticket 42"}, nil
 }
 
@@ -59,6 +65,7 @@ rules:
     when: request.model == "gpt-4.1"
     action: require_approval
     message: gpt-4.1 needs a person
+    approvals: 2
     grant: {minutes: 5}
 `
 
@@ -95,7 +102,7 @@ func TestHeldRequestWaitsForItsApproval(t *testing.T) {
 			if a := r.Decision.Approval; a == nil || a.State != c.state || r.Decision.Rule != "hold-gpt41" {
 				t.Fatalf("record decision %+v approval %+v, want state %s", r.Decision, a, c.state)
 			}
-			if len(c.fake.asked) != 1 || c.fake.asked[0].GrantMinutes != 5 || c.fake.asked[0].Request.Messages[0].Content != tag ||
+			if len(c.fake.asked) != 1 || c.fake.asked[0].GrantMinutes != 5 || c.fake.asked[0].Approvals != 2 || c.fake.asked[0].Request.Messages[0].Content != tag ||
 				!strings.HasPrefix(c.fake.asked[0].Digest, "sha256:") {
 				t.Errorf("asked %+v, want one request with its masked body, digest and grant", c.fake.asked)
 			}

@@ -98,6 +98,9 @@ type DecryptConfig struct {
 	// before the client is answered 403 promptrail_approval_pending.
 	// Zero: DefaultApprovalWait.
 	ApprovalWait time.Duration
+	// ApprovalKeepAlive is how often a streamed request held for approval
+	// gets an SSE comment while it waits. Zero: DefaultApprovalKeepAlive.
+	ApprovalKeepAlive time.Duration
 	// Node names this node for the policy's workload.node.
 	Node   string
 	Logger *slog.Logger
@@ -288,8 +291,15 @@ func (d *decrypter) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	if d.refused(w, ex, info, q) {
 		return
 	}
-	if pol != nil && d.decide(w, r, ex, pol, q, who, conn) {
-		return
+	if pol != nil {
+		var stop bool
+		stop, w = d.decide(w, r, ex, pol, q, who, conn)
+		if hs, ok := w.(*heldStream); ok {
+			defer hs.finish()
+		}
+		if stop {
+			return
+		}
 	}
 	if !d.spool(w, r, ex) {
 		return

@@ -16,8 +16,10 @@ import (
 // decide applies the policy in force to a request that may otherwise go
 // upstream, before its record is spooled. It reports whether the request
 // was blocked; then it has finished the record and answered the client.
+// The writer it returns is the one to answer on: a streamed request held
+// for approval has had its SSE headers (see heldStream).
 func (d *decrypter) decide(w http.ResponseWriter, r *http.Request, ex *recorder.Exchange, pol *policy.Policy,
-	q request, who audit.Workload, conn audit.Connection) bool {
+	q request, who audit.Workload, conn audit.Connection) (bool, http.ResponseWriter) {
 	in := policy.Input{
 		Workload:   policy.WorkloadOf(who, d.cfg.Node),
 		Request:    policy.RequestOf(r.Method, r.URL.Path, q.size, policyRequest(r, q.body)),
@@ -28,12 +30,18 @@ func (d *decrypter) decide(w http.ResponseWriter, r *http.Request, ex *recorder.
 	dec := pol.Decide(&in)
 	ex.Decided(dec.Version, dec.Rule, dec.Message)
 	if dec.Action == policy.RequireApproval {
-		return d.hold(w, r, ex, dec, q, who)
+		if in.Request.Stream {
+			hs := startHeldStream(w, d.cfg.ApprovalKeepAlive)
+			stop := d.hold(hs, r, ex, dec, q, who)
+			hs.stopKeepAlive()
+			return stop, hs
+		}
+		return d.hold(w, r, ex, dec, q, who), w
 	}
 	if dec.Action != policy.Block {
 		// allow and mask both forward the masked body: a policy never
 		// unmasks.
-		return false
+		return false, w
 	}
 	msg := dec.Message
 	if msg == "" {
@@ -45,7 +53,7 @@ func (d *decrypter) decide(w http.ResponseWriter, r *http.Request, ex *recorder.
 	w.Header().Set("X-Should-Retry", "false")
 	writeAPIError(w, http.StatusForbidden, "promptrail_policy_blocked",
 		fmt.Sprintf("promptrail: policy rule %s: %s; nothing was sent", dec.Rule, msg))
-	return true
+	return true, w
 }
 
 // policyRequest parses the body for the rules, whole: the record's copy

@@ -8,6 +8,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/promptrail/promptrail/audit"
 	"github.com/promptrail/promptrail/internal/settings"
 	"github.com/promptrail/promptrail/internal/termsafe"
 )
@@ -93,6 +94,11 @@ func runApprovals(ctx context.Context, args []string) error {
 	a, err := c.DecideApproval(ctx, ids[0], verb == "approve", *reason)
 	if err != nil {
 		return fmt.Errorf("approvals %s: %w", verb, err)
+	}
+	if a.State == audit.ApprovalPending {
+		// A rule that needs more approvers: say how far it is.
+		fmt.Fprintf(Stdout, "%s pending: %d of %d approvals (%s)\n", a.ID, len(a.ApprovedBy), a.Approvals, termsafe.String(strings.Join(a.ApprovedBy, ", ")))
+		return nil
 	}
 	fmt.Fprintf(Stdout, "%s %s by %s\n", a.ID, a.State, termsafe.String(a.DecidedBy))
 	return nil

@@ -49,3 +49,38 @@ func TestApprovalsListShowDecide(t *testing.T) {
 	}
 	runCLICases(t, &out, cases)
 }
+
+// A rule that needs two approvers: the first approve says how far it is.
+func TestApprovalsApproveSaysHowManyMore(t *testing.T) {
+	ctx := context.Background()
+	const agentTok, aliceTok, bobTok = "agent-token-for-cli-tests", "alice-token-for-cli-tests", "bob-token-for-cli-tests"
+	srv := newCollectorFixture(t, "agent node-1 "+agentTok, "approver alice "+aliceTok, "approver bob "+bobTok)
+	agent, err := client.New(srv.url, agentTok, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	held, err := agent.RequestApproval(ctx, audit.ApprovalRequest{AgentID: "node-1", RecordID: audit.NewID(time.Now()), Rule: "two-people",
+		Digest: "sha256:cli-two", Approvals: 2, Workload: audit.Workload{Identity: "k8s:ci/runner"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	alice, bob := filepath.Join(dir, "alice.token"), filepath.Join(dir, "bob.token")
+	for f, tok := range map[string]string{alice: aliceTok, bob: bobTok} {
+		if err := os.WriteFile(f, []byte(tok+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var out bytes.Buffer
+	oldOut := Stdout
+	Stdout = &out
+	t.Cleanup(func() { Stdout = oldOut })
+	approve := func(tokFile string) []string {
+		return []string{"approvals", "approve", held.ID, "--collector", srv.url, "--token-file", tokFile, "--reason", "ok"}
+	}
+	runCLICases(t, &out, []cliCase{
+		{approve(alice), "", held.ID + " pending: 1 of 2 approvals (alice)"},
+		{approve(alice), "already", ""},
+		{approve(bob), "", held.ID + " approved by bob"},
+	})
+}

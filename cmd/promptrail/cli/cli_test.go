@@ -25,6 +25,7 @@ func TestHelpExplainsCommandsAndFlags(t *testing.T) {
 		{[]string{"agent", "--help"}, []string{"--target host[:port]", "[PROMPTRAIL_TARGET]", "fail-closed", "--proxy-listen", "(default fail-closed)"}},
 		{[]string{"run", "--help"}, []string{"(default fail-open)", "[PROMPTRAIL_CGROUP_ROOT]"}},
 		{[]string{"cleanup", "--help"}, []string{"--pin-path directory"}},
+		{[]string{"collector", "--help"}, []string{"--approval-webhook URL", "[PROMPTRAIL_APPROVAL_WEBHOOK]", "--approval-webhook-secret-file file"}},
 	}
 	for _, tt := range tests {
 		out := capture(t)
@@ -47,6 +48,7 @@ func TestBadInvocationsAreErrors(t *testing.T) {
 		{"agent", "--log-format", "xml"},
 		{"agent", "--fail-mode", "sometimes", "--cgroup-root", t.TempDir(), "--data-dir", t.TempDir()},
 		{"agent", "--target", "api.openai.com:99999", "--data-dir", t.TempDir()},
+		{"collector", "--tokens-file", "/dev/null", "--approval-webhook", "http://127.0.0.1:1/hook"},
 	} {
 		capture(t)
 		if err := Run(context.Background(), args); err == nil {

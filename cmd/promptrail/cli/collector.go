@@ -35,6 +35,8 @@ func runCollector(ctx context.Context, args []string) error {
 	fs.Var(every, "checkpoint-interval", "sign a checkpoint of the Merkle log this `often`, also when idle (default 30s)")
 	memLimit := fs.String("memory-limit", "1GiB", "soft memory `limit` of the Go runtime (GOMEMLIMIT wins when set); Badger's caches are sized below it")
 	approvalTTL := fs.Duration("approval-ttl", collector.DefaultApprovalTTL, "how `long` a request held for approval waits for a decision before it expires and can no longer be approved")
+	webhook := fs.String("approval-webhook", "", "`URL` the collector POSTs a signed, Slack-compatible JSON message to when a request starts waiting for approval (default: none)")
+	webhookSecret := fs.String("approval-webhook-secret-file", "", "`file` of the secret that signs the approval webhook's calls (required with --approval-webhook)")
 	skew := fs.Duration("max-clock-skew", store.DefaultMaxClockSkew, "reject records whose start is further than this `long` from the collector's clock, either way (negative: no check)")
 	var lim collector.ServerLimits
 	fs.DurationVar(&lim.ReadHeaderTimeout, "read-header-timeout", collector.DefaultReadHeaderTimeout, "close a connection whose request headers take `longer`")
@@ -60,8 +62,17 @@ func runCollector(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	hook := collector.WebhookConfig{URL: *webhook}
+	switch {
+	case *webhook != "" && *webhookSecret == "":
+		return errors.New("--approval-webhook needs --approval-webhook-secret-file: its calls are signed")
+	case *webhook != "":
+		if hook.Secret, err = collector.ReadWebhookSecret(*webhookSecret); err != nil {
+			return err
+		}
+	}
 	go a.Watch(ctx, tokensReload, logger)
-	return collector.Run(ctx, collector.Config{
+	return collector.Run(ctx, collector.Config{Webhook: hook,
 		DataDir: *dataDir, Listen: *listen, Auth: a, Retention: retention.d,
 		CheckpointEvery: every.d, MaxClockSkew: *skew, ApprovalTTL: *approvalTTL, Server: lim, Logger: logger,
 	})
