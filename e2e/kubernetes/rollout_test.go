@@ -40,13 +40,7 @@ func TestAgentRollingUpdateUnderTrafficLeavesNoRequestUnrecorded(t *testing.T) {
 }
 
 func rollUnderTraffic(t *testing.T, cfg kubecluster.Config, c *kubecluster.Cluster, a agentSetup) {
-	fake := fakeopenai.NewTLSServer(t, fakeopenai.Config{Reply: chatReply}, net.JoinHostPort(cfg.NodeIP, "443"))
-	a.upstreamCA = fake.CAPEM
-	d := applyAgent(t, cfg, c, a)
-	checkCollector(t, c, d)
-	prefix := "rollout " + randomToken(t)
-	pod := runChat(t, cfg, c, d, prefix, true)
-
+	tr := startTraffic(t, cfg, c, a, "rollout")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	kubectl := kubectlIn(t, ctx, c, "promptrail-system")
@@ -58,47 +52,18 @@ func rollUnderTraffic(t *testing.T, cfg kubecluster.Config, c *kubecluster.Clust
 		t.Fatalf("%v\n%s", err, out)
 	}
 	t.Logf("rolling update done %v after the patch", time.Since(start).Round(time.Millisecond))
-	// Traffic through the new agent, then the outcomes so far; only
-	// requests up to the last printed one count (later ones may be
-	// in flight).
+	// Traffic through the new agent before the outcomes are read.
 	time.Sleep(3 * time.Second)
-	logs, err := c.Kubectl(ctx, "-n", "default", "logs", "pod/"+pod)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ok, refused, firstRefusal := outcomes(t, logs)
-	last := 0
-	for n := range ok {
-		last = max(last, n)
-	}
-	for _, n := range refused {
-		last = max(last, n)
-	}
-	if len(refused) > 0 {
-		t.Logf("refusal window: requests #%d to #%d, %d refused of %d; the first: %s", refused[0], refused[len(refused)-1], len(refused), last, firstRefusal)
+	o := tr.outcomes(t, ctx)
+	if len(o.refused) > 0 {
+		t.Logf("refusal window: requests #%d to #%d, %d refused of %d; the first: %s", o.refused[0], o.refused[len(o.refused)-1], len(o.refused), o.last, o.firstRefusal)
 	} else {
-		t.Logf("no request refused of %d", last)
+		t.Logf("no request refused of %d", o.last)
 	}
-	if !ok[last] {
-		t.Errorf("the last request #%d was refused: traffic did not resume through the new agent", last)
+	if !o.ok[o.last] {
+		t.Errorf("the last request #%d was refused: traffic did not resume through the new agent", o.last)
 	}
-
-	recorded := recordedCalls(t, c, d, prefix, ok)
-	for n := range ok {
-		if !recorded[n] {
-			t.Errorf("request #%d was answered but has no record", n)
-		}
-	}
-	re := callNumber(prefix)
-	for _, r := range fake.Requests() {
-		m := re.FindSubmatch(r.Body)
-		if m == nil {
-			continue
-		}
-		if n, _ := strconv.Atoi(string(m[1])); n <= last && !recorded[n] {
-			t.Errorf("the fake upstream saw request #%d, which has no record", n)
-		}
-	}
+	tr.requireRecorded(t, o)
 	if a.failClosed {
 		// A fail-closed agent leaves its programs pinned when it stops;
 		// stop it and unpin them before the cluster goes, as the
@@ -110,18 +75,69 @@ func rollUnderTraffic(t *testing.T, cfg kubecluster.Config, c *kubecluster.Clust
 	}
 }
 
+// traffic is the chat Deployment in its loop mode, through an agent
+// applied for it, calling a fake upstream on the node.
+type traffic struct {
+	c      *kubecluster.Cluster
+	fake   *fakeopenai.TLSServer
+	d      deployment
+	prefix string // of every prompt: "<prefix> #<n>"
+	pod    string
+}
+
+func startTraffic(t *testing.T, cfg kubecluster.Config, c *kubecluster.Cluster, a agentSetup, name string) traffic {
+	fake := fakeopenai.NewTLSServer(t, fakeopenai.Config{Reply: chatReply}, net.JoinHostPort(cfg.NodeIP, "443"))
+	a.upstreamCA = fake.CAPEM
+	d := applyAgent(t, cfg, c, a)
+	checkCollector(t, c, d)
+	prefix := name + " " + randomToken(t)
+	return traffic{c: c, fake: fake, d: d, prefix: prefix, pod: runChat(t, cfg, c, d, prefix, true)}
+}
+
+// requireRecorded requires every answered request of o to have its
+// record in the collector, and every request up to o.last that the fake
+// upstream saw to have one too.
+func (tr traffic) requireRecorded(t *testing.T, o outcome) {
+	t.Helper()
+	recorded := recordedCalls(t, tr.c, tr.d, tr.prefix, o.ok)
+	for n := range o.ok {
+		if !recorded[n] {
+			t.Errorf("request #%d was answered but has no record", n)
+		}
+	}
+	re := callNumber(tr.prefix)
+	for _, r := range tr.fake.Requests() {
+		m := re.FindSubmatch(r.Body)
+		if m == nil {
+			continue
+		}
+		if n, _ := strconv.Atoi(string(m[1])); n <= o.last && !recorded[n] {
+			t.Errorf("the fake upstream saw request #%d, which has no record", n)
+		}
+	}
+}
+
 // callNumber matches "<prefix> #<n>" and captures n.
 func callNumber(prefix string) *regexp.Regexp {
 	return regexp.MustCompile(regexp.QuoteMeta(prefix) + ` #([0-9]+)`)
 }
 
-// outcomes parses the chat loop's log: the answered requests, and the
-// refused ones in order, and the first refusal's line.
-func outcomes(t *testing.T, logs string) (map[int]bool, []int, string) {
+// outcome is what the chat loop printed so far: only requests up to
+// the last printed one count (later ones may be in flight).
+type outcome struct {
+	ok           map[int]bool
+	refused      []int // in order
+	firstRefusal string
+	last         int
+}
+
+func (tr traffic) outcomes(t *testing.T, ctx context.Context) outcome {
 	t.Helper()
-	ok := map[int]bool{}
-	var refused []int
-	first := ""
+	logs, err := tr.c.Kubectl(ctx, "-n", "default", "logs", "pod/"+tr.pod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := outcome{ok: map[int]bool{}}
 	for _, line := range strings.Split(logs, "\n") {
 		verb, rest, _ := strings.Cut(line, " ")
 		num, _, _ := strings.Cut(rest, ":")
@@ -129,20 +145,21 @@ func outcomes(t *testing.T, logs string) (map[int]bool, []int, string) {
 		if err != nil || (verb != "ok" && verb != "refused") {
 			continue
 		}
+		o.last = max(o.last, n)
 		if verb == "ok" {
-			ok[n] = true
-		} else {
-			refused = append(refused, n)
-			if first == "" {
-				first = line
-			}
+			o.ok[n] = true
+			continue
+		}
+		o.refused = append(o.refused, n)
+		if o.firstRefusal == "" {
+			o.firstRefusal = line
 		}
 	}
-	sort.Ints(refused)
-	if len(ok) == 0 {
+	sort.Ints(o.refused)
+	if len(o.ok) == 0 {
 		t.Fatalf("no answered request in the chat log:\n%s", logs)
 	}
-	return ok, refused, first
+	return o
 }
 
 // recordedCalls reads, through the collector's API, the numbers of the
@@ -198,4 +215,55 @@ func recordedCalls(t *testing.T, c *kubecluster.Cluster, d deployment, prefix st
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
+}
+
+// The collector's pod deleted under traffic: the StatefulSet brings it
+// back on the same claim. Records it held before are still there, and
+// the records of the calls made while it was away arrive after it is
+// back, shipped from the agent's spool; the callers notice nothing.
+func TestCollectorRestartUnderTrafficKeepsAndCatchesUpRecords(t *testing.T) {
+	pins := pinDir(t, "/sys/fs/bpf/promptrail-e2e-kube-collector-restart")
+	onCluster(t, "collector restart", func(t *testing.T, cfg kubecluster.Config, c *kubecluster.Cluster) {
+		tr := startTraffic(t, cfg, c, agentSetup{pins: pins}, "collector restart")
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		kubectl := kubectlIn(t, ctx, c, "promptrail-system")
+		time.Sleep(2 * time.Second)
+		before := tr.outcomes(t, ctx)
+		tr.requireRecorded(t, before)
+		uid := kubectl("get", "pod/promptrail-collector-0", "-o", "jsonpath={.metadata.uid}")
+		kubectl("delete", "pod/promptrail-collector-0", "--wait=true", "--timeout=90s")
+		gone := tr.outcomes(t, ctx)
+		start := time.Now()
+		for {
+			out, _ := c.Kubectl(ctx, "-n", "promptrail-system", "get", "pod/promptrail-collector-0", "-o",
+				`jsonpath={.metadata.uid} {.status.conditions[?(@.type=="Ready")].status}`)
+			if f := strings.Fields(out); len(f) == 2 && f[0] != uid && f[1] == "True" {
+				break
+			}
+			if ctx.Err() != nil {
+				t.Fatalf("the collector's pod did not come back Ready: %q", out)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		back := tr.outcomes(t, ctx)
+		t.Logf("collector back %v after its pod was gone; requests #%d to #%d were sent while it was away", time.Since(start).Round(time.Millisecond), gone.last+1, back.last)
+		if back.last <= gone.last {
+			t.Fatalf("no request sent while the collector was away (#%d when gone, #%d when back): the test shows nothing", gone.last, back.last)
+		}
+		if got := kubectl("get", "pvc/data-promptrail-collector-0", "-o", "jsonpath={.status.phase} {.spec.volumeName}"); got != "Bound promptrail-e2e-collector" {
+			t.Fatalf("collector claim %q after the restart, want Bound to promptrail-e2e-collector", got)
+		}
+		time.Sleep(time.Second)
+		after := tr.outcomes(t, ctx)
+		for n := range before.ok {
+			if !after.ok[n] {
+				t.Fatalf("request #%d answered before, not in the later log", n)
+			}
+		}
+		if len(after.refused) > 0 {
+			t.Errorf("%d requests refused while the collector restarted, the first: %s", len(after.refused), after.firstRefusal)
+		}
+		tr.requireRecorded(t, after)
+	})
 }
