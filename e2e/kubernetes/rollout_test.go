@@ -1,12 +1,16 @@
 package kubernetes
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"regexp"
 	"sort"
 	"strconv"
@@ -265,5 +269,77 @@ func TestCollectorRestartUnderTrafficKeepsAndCatchesUpRecords(t *testing.T) {
 			t.Errorf("%d requests refused while the collector restarted, the first: %s", len(after.refused), after.firstRefusal)
 		}
 		tr.requireRecorded(t, after)
+		queryAndVerify(t, cfg, c, tr, after)
 	})
+}
+
+// forwardPort is the host port of the kubectl port-forward to the
+// collector Service (15870-15899 are this test file's).
+const forwardPort = "15870"
+
+// queryAndVerify runs promptrail query and verify, built from this
+// module, against the collector Service through kubectl port-forward, as
+// deploy/README.md tells a platform team to: query lists the records of
+// every answered request of o, and verify reports the store OK.
+func queryAndVerify(t *testing.T, cfg kubecluster.Config, c *kubecluster.Cluster, tr traffic, o outcome) {
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "promptrail")
+	if out, err := exec.Command("go", "build", "-o", bin, "github.com/promptrail/promptrail/cmd/promptrail").CombinedOutput(); err != nil {
+		t.Fatalf("go build promptrail: %v: %s", err, out)
+	}
+	tokenFile := filepath.Join(dir, "reader.token")
+	if err := os.WriteFile(tokenFile, []byte(tr.d.readerToken+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	pf := exec.CommandContext(ctx, filepath.Join(cfg.Bin, "kubectl"), "--kubeconfig", c.Kubeconfig,
+		"-n", "promptrail-system", "port-forward", "--address", "127.0.0.1", "svc/promptrail-collector", forwardPort+":7070")
+	stdout, err := pf.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr strings.Builder
+	pf.Stderr = &stderr
+	if err := pf.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = pf.Process.Kill()
+		_ = pf.Wait()
+	})
+	// kubectl prints "Forwarding from 127.0.0.1:15870 -> 7070" once it
+	// listens.
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil || !strings.Contains(line, "Forwarding from") {
+		t.Fatalf("kubectl port-forward: %q, %v: %s", line, err, stderr.String())
+	}
+	go func() { _, _ = io.Copy(io.Discard, stdout) }()
+	promptrail := func(args ...string) (string, error) {
+		cmd := exec.CommandContext(ctx, bin, append(args, "--collector", "http://127.0.0.1:"+forwardPort, "--token-file", tokenFile)...)
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	out, err := promptrail("query", "--q", tr.prefix, "--all", "--limit", "1000", "--jsonl")
+	if err != nil {
+		t.Fatalf("promptrail query: %v: %s", err, out)
+	}
+	re := callNumber(tr.prefix)
+	listed := map[int]bool{}
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		if m := re.FindStringSubmatch(line); m != nil {
+			n, _ := strconv.Atoi(m[1])
+			listed[n] = true
+		}
+	}
+	for n := range o.ok {
+		if !listed[n] {
+			t.Errorf("promptrail query through the port-forward does not list request #%d", n)
+		}
+	}
+	out, err = promptrail("verify")
+	if err != nil || !strings.Contains(out, "OK: every record matches") {
+		t.Errorf("promptrail verify through the port-forward: %v:\n%s", err, out)
+	}
+	t.Logf("promptrail query listed %d records, verify: %s", len(listed), strings.TrimSpace(out))
 }
