@@ -134,7 +134,7 @@ spec:
         image: localhost/promptrail-e2e-chat:v1
         imagePullPolicy: Never
         args: [PROMPT]
-        env: [{name: SSL_CERT_FILE, value: /etc/promptrail-ca/ca.crt}]
+        env: [{name: SSL_CERT_FILE, value: /etc/promptrail-ca/ca.crt}, {name: CHAT_LOOP, value: "LOOP_MODE"}]
         volumeMounts: [{name: promptrail-ca, mountPath: /etc/promptrail-ca, readOnly: true}]
       volumes: [{name: promptrail-ca, configMap: {name: promptrail-ca}}]
 `
@@ -150,7 +150,7 @@ func TestSDKCallFromADeploymentIsRecordedWithItsIdentity(t *testing.T) {
 		d := applyAgent(t, cfg, c, agentSetup{pins: pins, upstreamCA: fake.CAPEM})
 		checkCollector(t, c, d)
 		prompt := "from a deployment " + randomToken(t)
-		pod := runChat(t, cfg, c, d, prompt)
+		pod := runChat(t, cfg, c, d, prompt, false)
 		r := findRecord(t, c, d, prompt)
 		w := r.Workload
 		for _, f := range []struct{ name, got, want string }{
@@ -288,8 +288,9 @@ func answer(r audit.Record) string {
 }
 
 // runChat starts the chat Deployment and returns its pod's name once the
-// pod has printed the fake's answer.
-func runChat(t *testing.T, cfg kubecluster.Config, c *kubecluster.Cluster, d deployment, prompt string) string {
+// pod has printed the fake's answer (loop: its first "ok", the chat
+// command then sends "<prompt> #<n>" in a loop).
+func runChat(t *testing.T, cfg kubecluster.Config, c *kubecluster.Cluster, d deployment, prompt string, loop bool) string {
 	if err := c.BuildImage("localhost/promptrail-e2e-chat:v1", "github.com/promptrail/promptrail/e2e/kubernetes/chat", "/chat"); err != nil {
 		t.Fatal(err)
 	}
@@ -300,7 +301,11 @@ func runChat(t *testing.T, cfg kubecluster.Config, c *kubecluster.Cluster, d dep
 	// the same file).
 	kubectl("create", "configmap", "promptrail-ca", "--from-file=ca.crt="+d.caFile)
 	manifest := filepath.Join(t.TempDir(), "chat.yaml")
-	m := strings.NewReplacer("NODE_IP", cfg.NodeIP, "PROMPT", strconv.Quote(prompt)).Replace(chatClient)
+	loopEnv, want := "0", "answer: "+chatReply
+	if loop {
+		loopEnv, want = "1", "\nok "
+	}
+	m := strings.NewReplacer("NODE_IP", cfg.NodeIP, "PROMPT", strconv.Quote(prompt), "LOOP_MODE", loopEnv).Replace(chatClient)
 	if err := os.WriteFile(manifest, []byte(m), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -311,12 +316,12 @@ func runChat(t *testing.T, cfg kubecluster.Config, c *kubecluster.Cluster, d dep
 	var logs string
 	for time.Since(start) < 90*time.Second {
 		logs, _ = c.Kubectl(ctx, "-n", "default", "logs", "pod/"+pod)
-		if strings.Contains(logs, "answer: ") {
+		if strings.Contains(logs, "answer: ") || strings.Contains("\n"+logs, want) {
 			break
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
-	if !strings.Contains(logs, "answer: "+chatReply) {
+	if !strings.Contains("\n"+logs, want) {
 		agent, _ := c.Kubectl(ctx, "-n", "promptrail-system", "logs", "daemonset/promptrail-agent", "--tail=30")
 		t.Fatalf("the SDK in pod %s got no answer of the fake:\n%s\n--- agent log\n%s", pod, logs, agent)
 	}
