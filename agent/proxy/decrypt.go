@@ -320,24 +320,37 @@ func (d *decrypter) serveHTTP(w http.ResponseWriter, r *http.Request) {
 // upstream. It reports whether the request may go on; if not, it has
 // answered the client.
 func (d *decrypter) spool(w http.ResponseWriter, r *http.Request, ex *recorder.Exchange) bool {
-	err := ex.Spool(r.Context())
+	err := d.spooled(r.Context(), ex, d.cfg.Logger, "request")
 	if err == nil {
 		return true
 	}
-	if d.cfg.OnSpoolFailure != nil {
-		d.cfg.OnSpoolFailure(d.cfg.PassUnspooled)
-	}
-	if d.cfg.PassUnspooled {
-		d.cfg.Logger.Warn("request forwarded without a spooled record (--spool-full=pass)", "id", ex.ID(), "err", err)
-		ex.MarkUnspooled(err)
-		return true
-	}
-	d.cfg.Logger.Error("request refused: its record could not be spooled", "id", ex.ID(), "err", err)
 	ex.Reject(http.StatusServiceUnavailable, "audit spool: "+err.Error())
 	w.Header().Set("Retry-After", "10")
 	writeAPIError(w, http.StatusServiceUnavailable, "promptrail_spool_unavailable",
 		"promptrail: the audit spool on this node is full or failing, and requests that cannot be recorded are refused; nothing was sent")
 	return false
+}
+
+// spooled spools ex's record before anything of it goes upstream and
+// applies --spool-full when that fails: nil means it may go on (its record
+// flagged unspooled if the spool failed and PassUnspooled is set); an
+// error means it must be refused, which the caller records and answers.
+// what ("request", "connection") names it in the log.
+func (d *decrypter) spooled(ctx context.Context, ex *recorder.Exchange, log *slog.Logger, what string) error {
+	err := ex.Spool(ctx)
+	if err == nil {
+		return nil
+	}
+	if d.cfg.OnSpoolFailure != nil {
+		d.cfg.OnSpoolFailure(d.cfg.PassUnspooled)
+	}
+	if d.cfg.PassUnspooled {
+		log.Warn(what+" passed without a spooled record (--spool-full=pass)", "id", ex.ID(), "err", err)
+		ex.MarkUnspooled(err)
+		return nil
+	}
+	log.Error(what+" refused: its record could not be spooled", "id", ex.ID(), "err", err)
+	return err
 }
 
 // rewrite sends the request to the name the client asked for; the dialer

@@ -387,21 +387,11 @@ func (s *Server) spoolConnection(ctx context.Context, ex *recorder.Exchange, log
 	if ex == nil {
 		return true
 	}
-	err := ex.Spool(ctx)
-	if err == nil {
-		return true
+	if err := s.decrypt.spooled(ctx, ex, log, "connection"); err != nil {
+		ex.Refuse(ruleSpool, "audit spool: "+err.Error())
+		return false
 	}
-	if s.decrypt.cfg.OnSpoolFailure != nil {
-		s.decrypt.cfg.OnSpoolFailure(s.decrypt.cfg.PassUnspooled)
-	}
-	if s.decrypt.cfg.PassUnspooled {
-		log.Warn("connection spliced without a spooled record (--spool-full=pass)", "id", ex.ID(), "err", err)
-		ex.MarkUnspooled(err)
-		return true
-	}
-	log.Error("connection refused: its record could not be spooled", "id", ex.ID(), "err", err)
-	ex.Refuse(ruleSpool, "audit spool: "+err.Error())
-	return false
+	return true
 }
 
 // OriginAttrs are the log attributes that describe a connection's origin.
